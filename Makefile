@@ -1,0 +1,44 @@
+# Two commands on a fresh machine: `make repro` (the pipeline) and `make test` (the tests).
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+STAMP := $(VENV)/.lock-stamp
+BIN := $(VENV)/bin
+export DVC_NO_ANALYTICS := 1
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+
+.PHONY: setup repro test test-fast lint format metrics-diff clean-venv
+
+# (Re)create the virtualenv when it is missing or the lock file changed.
+$(STAMP): requirements.lock pyproject.toml
+	@command -v uv >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet uv
+	@test -x $(BIN)/python || uv venv --quiet --python $(PYTHON) $(VENV)
+	uv pip sync --quiet --python $(BIN)/python --require-hashes requirements.lock
+	uv pip install --quiet --python $(BIN)/python --no-deps --no-build-isolation -e . \
+	  || uv pip install --quiet --python $(BIN)/python --no-deps -e .
+	@touch $(STAMP)
+
+setup: $(STAMP)
+
+repro: $(STAMP)
+	dvc repro
+
+test: $(STAMP)
+	pytest
+
+test-fast: $(STAMP)
+	pytest -m "not slow and not s3"
+
+lint: $(STAMP)
+	ruff check . && ruff format --check .
+
+format: $(STAMP)
+	ruff format . && ruff check --fix .
+
+# Metrics and params of the workspace against main, as Markdown for a pull request.
+metrics-diff: $(STAMP)
+	dvc metrics diff --md main
+	dvc params diff --md main
+
+clean-venv:
+	rm -rf $(VENV)

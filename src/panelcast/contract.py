@@ -1,0 +1,299 @@
+"""The data contract: a declarative description of a usable table, checked all at once.
+
+``contract.yaml`` lists the columns (type, nullability, ranges, allowed categories,
+missing-rate limit, constancy), the key, the minimum number of rows, the time span
+and what to do with extra columns. :func:`check` evaluates every rule and returns
+every failure (column, rule, count, up to five offending values); nothing stops at
+the first problem and nothing is dropped silently.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from .config import ParamsError, build_strict, parse_month
+
+logger = logging.getLogger(__name__)
+
+Severity = Literal["error", "warn"]
+N_EXAMPLES = 5
+
+
+@dataclass(frozen=True)
+class ColumnRule:
+    """Rules for one column."""
+
+    type: Literal["integer", "number", "string"]
+    nullable: bool = False
+    min: float | None = None
+    max: float | None = None
+    allowed: list[str] | None = None
+    max_missing: float | None = None
+    allow_constant: bool = False
+    warn: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class TimeRule:
+    not_before: str | None = None
+    not_after: str | None = None
+    no_future: bool = True
+
+
+@dataclass(frozen=True)
+class Contract:
+    """A whole data contract."""
+
+    columns: dict[str, ColumnRule]
+    key: list[str]
+    min_rows: int
+    extra_columns: Severity
+    time: TimeRule
+
+
+@dataclass
+class Failure:
+    """One broken rule."""
+
+    severity: Severity
+    column: str | None
+    rule: str
+    count: int
+    examples: list[Any]
+    message: str
+
+
+def load_contract(path: str | Path) -> Contract:
+    """Read ``contract.yaml`` strictly (unknown keys are errors)."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ParamsError(f"data contract {str(path)!r} not found.") from None
+    if not isinstance(data, dict):
+        raise ParamsError(f"data contract {str(path)!r} must be a mapping.")
+    columns = data.get("columns")
+    if not isinstance(columns, dict) or not columns:
+        raise ParamsError(f"data contract {str(path)!r}: 'columns' must be a non-empty mapping.")
+    try:
+        rules = {str(k): build_strict(ColumnRule, v, f"columns.{k}") for k, v in columns.items()}
+        rest = {k: v for k, v in data.items() if k != "columns"}
+        rest.setdefault("time", {})
+        time = build_strict(TimeRule, rest.pop("time") or {}, "time")
+        head = build_strict(_ContractHead, rest, "")
+    except ParamsError as exc:
+        raise ParamsError(f"data contract {path}: {exc}") from None
+    for key in head.key:
+        if key not in rules:
+            raise ParamsError(f"data contract {path}: key column {key!r} is not declared.")
+    return Contract(rules, head.key, head.min_rows, head.extra_columns, time)
+
+
+@dataclass(frozen=True)
+class _ContractHead:
+    key: list[str]
+    min_rows: int
+    extra_columns: Severity
+
+
+def _examples(values: pd.Series | np.ndarray | list) -> list[Any]:
+    out = []
+    for v in list(pd.unique(pd.Series(values)))[:N_EXAMPLES]:
+        if isinstance(v, np.generic):
+            v = v.item()
+        if isinstance(v, float) and v != v:
+            v = None
+        out.append(v)
+    return out
+
+
+def _add(
+    failures: list[Failure],
+    rule_obj: ColumnRule | None,
+    column: str | None,
+    rule: str,
+    bad: pd.Series | list,
+    message: str,
+    severity: Severity = "error",
+) -> None:
+    count = len(bad)
+    if count == 0:
+        return
+    if rule_obj is not None and rule in rule_obj.warn:
+        severity = "warn"
+    failures.append(Failure(severity, column, rule, count, _examples(bad), message))
+
+
+def _as_numeric(series: pd.Series) -> tuple[pd.Series, pd.Series]:
+    """Numeric view of a column and the non-null values that are not numbers."""
+    if pd.api.types.is_bool_dtype(series):
+        return series.astype(float), series.iloc[0:0]
+    if pd.api.types.is_numeric_dtype(series):
+        return series.astype(float), series.iloc[0:0]
+    coerced = pd.to_numeric(series, errors="coerce")
+    bad = series[series.notna() & coerced.isna()]
+    if bad.empty:  # numbers stored as text: still the wrong type
+        bad = series[series.notna()]
+    return coerced.astype(float), bad
+
+
+def check(
+    frame: pd.DataFrame,
+    contract: Contract,
+    time_columns: tuple[str, str] | None = None,
+    today: dt.date | None = None,
+) -> list[Failure]:
+    """Evaluate every rule of ``contract`` on ``frame``; return all failures."""
+    failures: list[Failure] = []
+    n = len(frame)
+    if n < contract.min_rows:
+        _add(
+            failures, None, None, "min_rows", [n],
+            f"the table has {n} rows; the contract requires at least {contract.min_rows}.",
+        )
+    missing_cols = [c for c in contract.columns if c not in frame.columns]
+    for col in missing_cols:
+        failures.append(
+            Failure("error", col, "required", 1, [],
+                    f"column {col!r} is required by the contract but absent; "
+                    f"found columns {list(map(str, frame.columns))[:12]}.")
+        )
+    extra = [str(c) for c in frame.columns if c not in contract.columns]
+    if extra:
+        failures.append(
+            Failure(contract.extra_columns, None, "extra_columns", len(extra), extra[:N_EXAMPLES],
+                    f"column(s) {extra} are not declared in the contract.")
+        )
+    numeric_view: dict[str, pd.Series] = {}
+    for col, rule in contract.columns.items():
+        if col not in frame.columns:
+            continue
+        series = frame[col]
+        nulls = series.isna()
+        n_null = int(nulls.sum())
+        if n_null:
+            if not rule.nullable:
+                _add(failures, rule, col, "not_null", series[nulls],
+                     f"column {col!r} must not be missing; {n_null} missing value(s).")
+            else:
+                rate = n_null / max(n, 1)
+                limit = rule.max_missing if rule.max_missing is not None else 1.0
+                if rate > limit:
+                    _add(failures, rule, col, "max_missing", series[nulls],
+                         f"column {col!r}: missing rate {rate:.1%} above the contract's "
+                         f"limit {limit:.1%} ({n_null} of {n} rows).")
+                else:
+                    failures.append(
+                        Failure("warn", col, "missing", n_null, [],
+                                f"column {col!r}: {n_null} missing value(s) ({rate:.1%}), "
+                                f"within the limit {limit:.1%}; rows are kept and counted "
+                                f"downstream.")
+                    )
+        present = series[~nulls]
+        if rule.type in ("integer", "number"):
+            values, not_numbers = _as_numeric(series)
+            if len(not_numbers):
+                _add(failures, rule, col, "type", not_numbers,
+                     f"column {col!r} must hold {rule.type}s; found dtype {series.dtype} "
+                     f"(text, not numbers).")
+                continue
+            if rule.type == "integer":
+                finite = values[values.notna()]
+                frac = finite[(finite % 1) != 0]
+                _add(failures, rule, col, "type", frac,
+                     f"column {col!r} must hold integers; found fractional values.")
+            numeric_view[col] = values
+            valid = values[values.notna()]
+            if rule.min is not None:
+                _add(failures, rule, col, "min", valid[valid < rule.min],
+                     f"column {col!r}: values below the minimum {rule.min:g}.")
+            if rule.max is not None:
+                _add(failures, rule, col, "max", valid[valid > rule.max],
+                     f"column {col!r}: values above the maximum {rule.max:g}.")
+        else:
+            if pd.api.types.is_numeric_dtype(series):
+                _add(failures, rule, col, "type", present,
+                     f"column {col!r} must hold strings; found {series.dtype}.")
+                continue
+            if rule.allowed is not None:
+                allowed = set(rule.allowed)
+                unseen = present[~present.astype(str).isin(allowed)]
+                _add(failures, rule, col, "allowed", unseen,
+                     f"column {col!r}: value(s) not in the contract's {len(allowed)} allowed "
+                     f"categories (an unseen segment).")
+        if not rule.allow_constant and n > 1 and present.nunique() <= 1:
+            _add(failures, rule, col, "not_constant", present.iloc[:1],
+                 f"column {col!r} is constant (a single distinct value): it carries no "
+                 f"information; set allow_constant if this is expected.")
+    key = [k for k in contract.key if k in frame.columns]
+    if key and len(key) == len(contract.key):
+        dup = frame.duplicated(subset=key, keep=False)
+        if dup.any():
+            keys = frame.loc[dup, key].astype(str).agg("|".join, axis=1)
+            _add(failures, None, "+".join(key), "unique_key", keys,
+                 f"key {'+'.join(key)} must be unique; {int(dup.sum())} rows share a key.")
+    if time_columns and all(c in numeric_view for c in time_columns):
+        _check_time(failures, numeric_view, time_columns, contract.time, today)
+    return failures
+
+
+def _check_time(
+    failures: list[Failure],
+    numeric_view: dict[str, pd.Series],
+    time_columns: tuple[str, str],
+    rule: TimeRule,
+    today: dt.date | None,
+) -> None:
+    ycol, mcol = time_columns
+    year, month = numeric_view[ycol], numeric_view[mcol]
+    ok = year.notna() & month.notna() & month.between(1, 12)
+    index = (year[ok] * 12 + month[ok] - 1).astype(int)
+    label = year[ok].astype(int).astype(str) + "-" + month[ok].astype(int).map("{:02d}".format)
+    limits = []
+    if rule.not_before:
+        limits.append(("not_before", index < parse_month(rule.not_before, "time.not_before"),
+                       f"before {rule.not_before}"))
+    if rule.not_after:
+        limits.append(("not_after", index > parse_month(rule.not_after, "time.not_after"),
+                       f"after {rule.not_after}"))
+    if rule.no_future:
+        today = today or dt.date.today()
+        limits.append(("no_future", index > today.year * 12 + today.month - 1,
+                       f"in the future (after {today:%Y-%m})"))
+    for name, mask, text in limits:
+        _add(failures, None, f"{ycol}+{mcol}", name, label[mask],
+             f"time {ycol}+{mcol}: {int(mask.sum())} row(s) dated {text}.")
+
+
+def report(failures: list[Failure], file: str, contract_path: str, rows: int) -> dict:
+    """The JSON report of a validation run."""
+    errors = [f for f in failures if f.severity == "error"]
+    warns = [f for f in failures if f.severity == "warn"]
+    return {
+        "file": file,
+        "contract": contract_path,
+        "rows": rows,
+        "passed": not errors,
+        "errors": len(errors),
+        "warnings": len(warns),
+        "failures": [asdict(f) for f in failures],
+    }
+
+
+def format_failures(failures: list[Failure], file: str) -> str:
+    """Human-readable summary, one line per failure."""
+    lines = []
+    for f in failures:
+        where = f"column {f.column!r}" if f.column else "table"
+        ex = f"; e.g. {f.examples}" if f.examples else ""
+        lines.append(f"{f.severity.upper()} {file}: {where}, rule '{f.rule}', {f.count} "
+                     f"value(s){ex}: {f.message}")
+    return "\n".join(lines)

@@ -1,0 +1,312 @@
+"""The model: an estimator factory, a level-ratio target wrapper, time-ordered search,
+and safe, byte-stable persistence with skops (never pickle)."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import re
+import zipfile
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import skops.io as sio
+from sklearn.base import BaseEstimator, RegressorMixin, clone
+from sklearn.compose import ColumnTransformer
+from sklearn.ensemble import (
+    ExtraTreesRegressor,
+    HistGradientBoostingRegressor,
+    RandomForestRegressor,
+)
+from sklearn.impute import SimpleImputer
+from sklearn.linear_model import Ridge
+from sklearn.model_selection import GridSearchCV, ParameterGrid, RandomizedSearchCV
+from sklearn.pipeline import Pipeline, make_pipeline
+from sklearn.preprocessing import OneHotEncoder, StandardScaler
+from sklearn.utils.validation import check_is_fitted
+
+from .config import ParamsError, TrainSpec
+
+logger = logging.getLogger(__name__)
+
+ESTIMATORS: dict[str, type[BaseEstimator]] = {
+    "HistGradientBoostingRegressor": HistGradientBoostingRegressor,
+    "RandomForestRegressor": RandomForestRegressor,
+    "ExtraTreesRegressor": ExtraTreesRegressor,
+    "Ridge": Ridge,
+}
+NATIVE_MISSING = {"HistGradientBoostingRegressor"}
+
+
+class LevelRatioRegressor(RegressorMixin, BaseEstimator):
+    """Fit ``regressor`` on ``log1p(y) - level`` and predict ``expm1(pred + level)``.
+
+    ``level`` is the column ``level_feature`` of ``X`` (``log1p`` of the segment's recent
+    level), so the inner model learns scale-free ratios; ``scale='none'`` fits on ``y``.
+    """
+
+    def __init__(self, regressor: Any = None, level_feature: str = "log_level", scale: str = "log_ratio"):
+        self.regressor = regressor
+        self.level_feature = level_feature
+        self.scale = scale
+
+    def _level(self, X: pd.DataFrame) -> np.ndarray:
+        if self.level_feature not in X.columns:
+            raise ValueError(
+                f"X has no column {self.level_feature!r}; the model expects it as the level "
+                f"feature (found {list(X.columns)[:8]}...)."
+            )
+        return X[self.level_feature].to_numpy(dtype=float)
+
+    def fit(self, X: pd.DataFrame, y: Any) -> LevelRatioRegressor:
+        """Fit on rows of ``X`` (a DataFrame with the feature columns)."""
+        if self.scale not in ("log_ratio", "none"):
+            raise ValueError(f"scale must be 'log_ratio' or 'none', got {self.scale!r}.")
+        y = np.asarray(y, dtype=float)
+        z = np.log1p(y) - self._level(X) if self.scale == "log_ratio" else y
+        self.regressor_ = clone(self.regressor).fit(X, z)
+        self.feature_names_in_ = np.asarray(X.columns, dtype=object)
+        self.n_features_in_ = X.shape[1]
+        return self
+
+    def predict(self, X: pd.DataFrame) -> np.ndarray:
+        """Forecast on the original scale (never below zero)."""
+        check_is_fitted(self, "regressor_")
+        expected = list(self.feature_names_in_)
+        if list(X.columns) != expected:
+            missing = [c for c in expected if c not in X.columns]
+            raise ValueError(
+                f"X has columns {list(X.columns)[:6]}... but the model was fitted with "
+                f"{len(expected)} features; missing {missing}, order must match."
+            )
+        z = self.regressor_.predict(X)
+        pred = np.expm1(z + self._level(X)) if self.scale == "log_ratio" else z
+        return np.clip(pred, 0, None)
+
+
+def make_estimator(spec: TrainSpec, categorical: list[str], numeric: list[str]) -> Pipeline:
+    """Return an **unfitted** pipeline for the estimator named in params."""
+    if spec.estimator not in ESTIMATORS:
+        raise ParamsError(
+            f"params key 'train.estimator': unknown estimator {spec.estimator!r}; "
+            f"expected one of {sorted(ESTIMATORS)}."
+        )
+    cls = ESTIMATORS[spec.estimator]
+    hyper = dict(spec.hyperparameters)
+    check_hyperparameters(spec.estimator, hyper, "train.hyperparameters")
+    accepted = cls().get_params()
+    if "random_state" in accepted:
+        hyper["random_state"] = spec.seed
+    if spec.estimator == "HistGradientBoostingRegressor":
+        hyper.setdefault("categorical_features", "from_dtype")
+        estimator = cls(**hyper)
+        steps = [("estimator", estimator)]
+    else:
+        pre = ColumnTransformer(
+            [
+                ("num", make_pipeline(SimpleImputer(strategy="median"), StandardScaler()), numeric),
+                ("cat", OneHotEncoder(handle_unknown="ignore"), categorical),
+            ],
+            verbose_feature_names_out=False,
+        )
+        steps = [("preprocess", pre), ("estimator", cls(**hyper))]
+    return Pipeline(steps)
+
+
+def check_hyperparameters(estimator: str, hyper: dict[str, Any], key: str) -> None:
+    """Refuse a hyperparameter the estimator does not accept, naming it."""
+    accepted = ESTIMATORS[estimator]().get_params()
+    bad = sorted(set(hyper) - set(accepted))
+    if bad:
+        raise ParamsError(
+            f"params key '{key}': {estimator} does not accept {bad}; "
+            f"accepted: {sorted(accepted)}."
+        )
+
+
+def time_folds(t: np.ndarray, folds: int, fold_months: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Expanding-window folds: each validates on ``fold_months`` months after its training part.
+
+    The last fold ends at the last month of ``t``; nothing is shuffled across time.
+    """
+    t = np.asarray(t)
+    last = int(t.max())
+    splits = []
+    for i in range(folds, 0, -1):
+        start = last - i * fold_months + 1
+        train = np.flatnonzero(t < start)
+        val = np.flatnonzero((t >= start) & (t < start + fold_months))
+        if len(train) == 0 or len(val) == 0:
+            raise ParamsError(
+                f"params 'train.search': {folds} folds of {fold_months} months do not fit in "
+                f"the training window ({int(t.min())}..{last} as month indices); "
+                f"fold {folds - i + 1} has {len(train)} training and {len(val)} validation rows."
+            )
+        splits.append((train, val))
+    return splits
+
+
+def fit_model(
+    X: pd.DataFrame, y: pd.Series, t: np.ndarray, spec: TrainSpec, scale: str, level_feature: str
+) -> tuple[LevelRatioRegressor, dict]:
+    """Fit the model, with the time-ordered hyperparameter search when enabled."""
+    categorical = [c for c in X.columns if isinstance(X[c].dtype, pd.CategoricalDtype)]
+    numeric = [c for c in X.columns if c not in categorical]
+    model = LevelRatioRegressor(make_estimator(spec, categorical, numeric), level_feature, scale)
+    report: dict[str, Any] = {"estimator": spec.estimator, "search": None}
+    s = spec.search
+    if not s.enabled:
+        model.fit(X, y)
+        return model, report
+    check_hyperparameters(spec.estimator, s.space, "train.search.space")
+    grid = {f"regressor__estimator__{k}": v for k, v in s.space.items()}
+    splits = time_folds(t, s.folds, s.fold_months)
+    common = dict(cv=splits, scoring="neg_mean_absolute_error", n_jobs=s.n_jobs, refit=True)
+    n_candidates = len(ParameterGrid(grid))
+    if s.method == "grid":
+        search = GridSearchCV(model, grid, **common)
+    else:
+        n_iter = min(s.n_iter, n_candidates)
+        search = RandomizedSearchCV(model, grid, n_iter=n_iter, random_state=spec.seed, **common)
+    logger.info(
+        "search: %s over %d candidate(s) x %d time-ordered folds", s.method,
+        n_candidates if s.method == "grid" else min(s.n_iter, n_candidates), len(splits),
+    )
+    search.fit(X, y)
+    res = search.cv_results_
+    candidates = []
+    for i, params in enumerate(res["params"]):
+        candidates.append(
+            {
+                "params": {k.split("__")[-1]: _plain(v) for k, v in params.items()},
+                "cv_mae": float(-res["mean_test_score"][i]),
+                "cv_mae_std": float(res["std_test_score"][i]),
+                "rank": int(res["rank_test_score"][i]),
+            }
+        )
+    best = {k.split("__")[-1]: _plain(v) for k, v in search.best_params_.items()}
+    report["search"] = {
+        "method": s.method,
+        "folds": [
+            {"train_rows": int(len(tr)), "val_rows": int(len(va)),
+             "val_first_t": int(t[va].min()), "val_last_t": int(t[va].max())}
+            for tr, va in splits
+        ],
+        "best_params": best,
+        "best_cv_mae": float(-search.best_score_),
+        "candidates": candidates,
+    }
+    return search.best_estimator_, report
+
+
+def _plain(value: Any) -> Any:
+    return value.item() if isinstance(value, np.generic) else value
+
+
+# --------------------------------------------------------------------------- persistence
+
+#: The only types a model file may contain beyond skops' defaults. Anything else is refused.
+TRUSTED_TYPES: list[str] = [
+    "panelcast.model.LevelRatioRegressor",
+    "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
+    "sklearn.ensemble._hist_gradient_boosting.binning._BinMapper",
+    "sklearn._loss.loss.HalfSquaredError",
+    "sklearn._loss.link.IdentityLink",
+    "sklearn._loss.link.Interval",
+    "sklearn.compose._column_transformer._RemainderColsList",
+    "sklearn.utils._bunch.Bunch",
+    "numpy.dtype",
+    "sklearn.tree._tree.Tree",
+    # HistGradientBoosting's categorical preprocessor validates input with a partial of
+    # check_array; skops still checks that the partial's function is itself trusted.
+    "functools.partial",
+    "sklearn.utils.validation.check_array",
+]
+
+_ID = re.compile(rb'("__id__": )(\d+)|"(\d+)(\.npy)"')
+
+
+def dumps_model(model: Any) -> bytes:
+    """Serialise with skops into byte-identical bytes for identical models.
+
+    skops names zip entries and ``__id__`` fields after Python object ids and stamps
+    each entry with the current time; both are renumbered in order of appearance and
+    the zip is rewritten with a fixed timestamp.
+    """
+    raw = sio.dumps(model)
+    src = zipfile.ZipFile(io.BytesIO(raw))
+    schema = src.read("schema.json")
+    mapping: dict[bytes, bytes] = {}
+
+    def renumber(match: re.Match[bytes]) -> bytes:
+        old = match.group(2) or match.group(3)
+        new = mapping.setdefault(old, str(len(mapping) + 1).encode())
+        if match.group(2):
+            return match.group(1) + new
+        return b'"' + new + match.group(4) + b'"'
+
+    schema = _ID.sub(renumber, schema)
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED) as dst:
+        entries = []
+        for info in src.infolist():
+            data = src.read(info.filename)
+            if info.filename == "schema.json":
+                name, data = "schema.json", schema
+            else:
+                stem, _, suffix = info.filename.partition(".")
+                if stem.encode() not in mapping:
+                    raise RuntimeError(f"skops entry {info.filename!r} is not referenced in the schema")
+                name = mapping[stem.encode()].decode() + "." + suffix
+            entries.append((name, data))
+        for name, data in sorted(entries):
+            zi = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
+            zi.compress_type = zipfile.ZIP_DEFLATED
+            zi.external_attr = 0o644 << 16
+            dst.writestr(zi, data)
+    return out.getvalue()
+
+
+class UntrustedModelError(ValueError):
+    """A model file holds a type outside the trusted list."""
+
+
+def loads_model(data: bytes, source: str = "<bytes>") -> Any:
+    """Load a skops model, refusing any type outside :data:`TRUSTED_TYPES`."""
+    try:
+        untrusted = sio.get_untrusted_types(data=data)
+    except Exception as exc:
+        raise ValueError(
+            f"{source}: not a readable skops model file ({type(exc).__name__}: {exc}); "
+            f"restore the last good one with `dvc checkout`."
+        ) from None
+    refused = sorted(set(untrusted) - set(TRUSTED_TYPES))
+    if refused:
+        raise UntrustedModelError(
+            f"{source}: the model file holds type(s) outside the trusted list: {refused}; "
+            f"refusing to load it."
+        )
+    try:
+        return sio.loads(data, trusted=[t for t in untrusted if t in TRUSTED_TYPES])
+    except Exception as exc:
+        raise ValueError(
+            f"{source}: the model file is corrupt ({type(exc).__name__}: {exc}); "
+            f"restore the last good one with `dvc checkout`."
+        ) from None
+
+
+def model_card(model: LevelRatioRegressor) -> dict:
+    """Plain description of a fitted model for the metadata file."""
+    inner = model.regressor_.named_steps["estimator"]
+    params = {k: _plain(v) for k, v in inner.get_params().items() if _jsonable(v)}
+    return {"class": type(inner).__name__, "params": params, "scale": model.scale}
+
+
+def _jsonable(value: Any) -> bool:
+    try:
+        json.dumps(_plain(value))
+        return True
+    except TypeError:
+        return False

@@ -1,0 +1,73 @@
+"""Features are past-only, on a complete monthly grid, split by time."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from panelcast.config import WindowSpec
+from panelcast.features import TARGET, build_features, feature_columns, panel
+
+from ..conftest import make_panel
+
+WINDOWS = WindowSpec("2001-01", "2003-12", "2004-01", "2004-12")
+
+
+def test_lag_and_target_alignment(params, panel_frame):
+    feats, _ = build_features(panel_frame, params.problem, params.features, WINDOWS)
+    row = feats[(feats["city"] == "B") & (feats["period"] == "2003-06")].iloc[0]
+    src = panel_frame.set_index(["city", "year", "month"])["sales"]
+    assert row[TARGET] == src[("B", 2003, 6)]
+    level = np.log1p(np.mean([src[("B", 2003, m)] for m in range(1, 6)]
+                             + [src[("B", 2002, m)] for m in range(6, 13)]))
+    assert row["log_level"] == pytest.approx(level)
+    assert row["lag_1"] == pytest.approx(np.log1p(src[("B", 2003, 5)]) - level)
+    assert row["lag_12"] == pytest.approx(np.log1p(src[("B", 2002, 6)]) - level)
+    assert row["month_of_year"] == 6
+
+
+def test_no_feature_uses_the_forecast_month_or_later(params, panel_frame):
+    """Perturb every value from the forecast month on: features of that month must not move."""
+    feats, _ = build_features(panel_frame, params.problem, params.features, WINDOWS)
+    cols = feature_columns(feats, params.problem)
+    cutoff = 2003 * 12 + 5  # 2003-06
+    t = panel_frame["year"] * 12 + panel_frame["month"] - 1
+    future = panel_frame.copy()
+    for col in ["sales", "volume", "median", "listings", "inventory"]:
+        future.loc[t >= cutoff, col] = future.loc[t >= cutoff, col] * 7 + 1000
+    feats2, _ = build_features(future, params.problem, params.features, WINDOWS)
+    at = feats["t"] <= cutoff
+    pd.testing.assert_frame_equal(feats.loc[at, cols], feats2.loc[at, cols])
+    # ... while the target of that month did move: the test can fail
+    assert not np.allclose(feats.loc[feats["t"] == cutoff, TARGET], feats2.loc[feats2["t"] == cutoff, TARGET])
+
+
+def test_missing_month_is_inserted_and_counted(params, panel_frame):
+    gap = panel_frame.drop(index=panel_frame.index[(panel_frame.city == "A")
+                                                   & (panel_frame.year == 2002)
+                                                   & (panel_frame.month == 3)])
+    grid, inserted = panel(gap, params.problem, [])
+    assert inserted == 1
+    a = grid[grid.city == "A"]
+    assert a["t"].diff().dropna().eq(1).all()
+    assert a.loc[a["t"] == 2002 * 12 + 2, "y"].isna().all()
+
+
+def test_windows_and_summary(params, panel_frame):
+    feats, summary = build_features(panel_frame, params.problem, params.features, WINDOWS)
+    assert set(feats.loc[feats.window == "test", "period"]) == {f"2004-{m:02d}" for m in range(1, 13)}
+    assert summary["rows_by_window"]["test"]["with_target"] == 36
+    assert summary["dropped_no_history"] == 3  # the first month of each segment
+    assert summary["features"] == feature_columns(feats, params.problem)
+
+
+def test_window_without_data_is_an_error(params):
+    frame = make_panel(years=3)
+    with pytest.raises(ValueError, match="test window .* holds no row"):
+        build_features(frame, params.problem, params.features, WINDOWS)
+
+
+def test_deterministic(params, panel_frame):
+    a, _ = build_features(panel_frame, params.problem, params.features, WINDOWS)
+    b, _ = build_features(panel_frame.sample(frac=1, random_state=1), params.problem,
+                          params.features, WINDOWS)
+    pd.testing.assert_frame_equal(a, b)

@@ -1,0 +1,61 @@
+"""Rules and metrics on tiny frames with known answers."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from panelcast.evaluation import gain_pct, gate
+from panelcast.config import GateSpec
+from panelcast.features import panel
+from panelcast.metrics import scores
+from panelcast.rules import predict_rules
+
+
+def test_scores_known_values():
+    s = scores(np.array([10.0, 20.0, np.nan, 30.0]), np.array([12.0, 18.0, 5.0, 33.0]))
+    assert s["n"] == 3
+    assert s["mae"] == pytest.approx(7 / 3, rel=1e-5)
+    assert s["rmse"] == pytest.approx(np.sqrt(17 / 3), rel=1e-5)
+    assert s["wape"] == pytest.approx(7 / 60, rel=1e-5)
+
+
+def test_scores_refuses_missing_predictions():
+    with pytest.raises(ValueError, match="missing values"):
+        scores(np.array([1.0, 2.0]), np.array([1.0, np.nan]))
+
+
+def test_scores_refuses_shape_mismatch():
+    with pytest.raises(ValueError, match="shape"):
+        scores(np.array([1.0, 2.0]), np.array([1.0]))
+
+
+def test_rules_on_a_known_panel(params, panel_frame):
+    grid, _ = panel(panel_frame, params.problem, [])
+    train = grid["t"] < 2003 * 12
+    preds, fell_back = predict_rules(grid, params.problem,
+                                     ["seasonal_naive", "last_value", "segment_month_mean"], train)
+    i = grid.index[(grid.city == "A") & (grid.t == 2003 * 12 + 4)][0]
+    assert preds.loc[i, "seasonal_naive"] == grid.loc[i - 12, "y"]
+    assert preds.loc[i, "last_value"] == grid.loc[i - 1, "y"]
+    same = grid[(grid.city == "A") & (grid.t % 12 == 4) & train]["y"].mean()
+    assert preds.loc[i, "segment_month_mean"] == pytest.approx(same)
+    # the first year has no seasonal value: it falls back and is counted
+    assert fell_back["seasonal_naive"].sum() == 3 * 12
+    assert preds.notna().all().all()
+
+
+def test_unknown_rule():
+    grid = pd.DataFrame({"city": ["A"], "t": [0], "y": [1.0]})
+    from panelcast.config import ProblemSpec, TimeSpec
+
+    problem = ProblemSpec("q", "city", TimeSpec("year", "month"), "y", 1, "mae", "s")
+    with pytest.raises(ValueError, match="unknown rule"):
+        predict_rules(grid, problem, ["magic"], grid["t"] >= 0)
+
+
+def test_gain_and_gate():
+    assert gain_pct(90.0, 100.0) == pytest.approx(10.0)
+    ok, reasons = gate({"wape": 0.05}, 10.0, GateSpec(max_wape=0.1, min_gain_pct=5.0))
+    assert ok and not reasons
+    ok, reasons = gate({"wape": 0.2}, 1.0, GateSpec(max_wape=0.1, min_gain_pct=5.0))
+    assert not ok and len(reasons) == 2 and "WAPE" in reasons[0]
