@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from panelcast.drift import DriftThresholds, build_profile, compare  # noqa: E402
 
 DEFAULT_SIZES = (2_000, 10_000, 100_000, 1_000_000)
-DEFAULT_REPEATS = {2_000: 200, 10_000: 200, 100_000: 50, 1_000_000: 5}
+DEFAULT_REPEATS = {2_000: 200, 10_000: 200, 100_000: 100, 1_000_000: 20}
 BASE_MISSING = 0.03  # rate of missing values in two columns, in every window
 SCENARIOS = {
     # name: (numeric shift in std units, share points moved between two categories,
@@ -331,7 +331,7 @@ def main(argv: list[str] | None = None) -> int:
         "--repeats",
         type=int,
         default=None,
-        help="repeats per size (default: 200 at <=10k, 50 at 100k, 5 at 1M)",
+        help="repeats per size (default: 200 at <=10k, 100 at 100k, 20 at 1M)",
     )
     parser.add_argument("--seed", type=int, default=20240601)
     parser.add_argument("--speed-rows", type=int, default=1_000_000)

@@ -1,4 +1,4 @@
-"""Stage collect: read the source named in params, write an immutable snapshot and its provenance."""
+"""Stage collect: read the source named in params; write an immutable snapshot, its provenance."""
 
 import logging
 
@@ -22,16 +22,24 @@ def main(params, args) -> None:
     record["segments"] = int(frame[seg].nunique()) if seg in frame.columns else None
     write_parquet(src.snapshot, frame)
     write_json("metrics/collect.json", record)
-    logger.info("collected %d rows x %d columns from %s (sha256 %s...)",
-                len(frame), frame.shape[1], src.uri, raw.sha256[:12])
+    logger.info(
+        "collected %d rows x %d columns from %s (sha256 %s...)",
+        len(frame),
+        frame.shape[1],
+        src.uri,
+        raw.sha256[:12],
+    )
 
 
 def _time_span(frame: pd.DataFrame, ycol: str, mcol: str) -> dict | None:
     """First and last month, when the time columns are readable (validate checks them)."""
     try:
         index = (pd.to_numeric(frame[ycol]) * 12 + pd.to_numeric(frame[mcol]) - 1).dropna()
-        return {"first": format_month(int(index.min())), "last": format_month(int(index.max())),
-                "months": int(index.nunique())}
+        return {
+            "first": format_month(int(index.min())),
+            "last": format_month(int(index.max())),
+            "months": int(index.nunique()),
+        }
     except (KeyError, ValueError, TypeError):
         return None
 

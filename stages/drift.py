@@ -19,22 +19,28 @@ MODEL = "models/model.skops"
 def thresholds(spec) -> DriftThresholds:
     """Drift thresholds from the params' drift section."""
     return DriftThresholds(
-        numeric_effect=spec.numeric_effect, categorical_effect=spec.categorical_effect,
-        missing_effect=spec.missing_effect, alpha=spec.alpha,
-        dataset_share=spec.dataset_share, key_columns=tuple(spec.key_columns),
+        numeric_effect=spec.numeric_effect,
+        categorical_effect=spec.categorical_effect,
+        missing_effect=spec.missing_effect,
+        alpha=spec.alpha,
+        dataset_share=spec.dataset_share,
+        key_columns=tuple(spec.key_columns),
     )
 
 
 def main(params, args) -> None:
     d = params.drift
     features = pd.read_parquet("data/features.parquet")
-    start, end = parse_month(d.current_start, "drift.current_start"), parse_month(
-        d.current_end, "drift.current_end")
+    start, end = (
+        parse_month(d.current_start, "drift.current_start"),
+        parse_month(d.current_end, "drift.current_end"),
+    )
     current = features[features[T].between(start, end)].reset_index(drop=True)
     if current.empty:
         raise StageError(
             f"the drift window {d.current_start}..{d.current_end} holds no rows of "
-            f"data/features.parquet (which spans {features['period'].min()}..{features['period'].max()})."
+            f"data/features.parquet (which spans "
+            f"{features['period'].min()}..{features['period'].max()})."
         )
     with open(MODEL, "rb") as handle:
         model = loads_model(handle.read(), MODEL)
@@ -43,8 +49,15 @@ def main(params, args) -> None:
     report = compare(read_json("models/reference.json"), frame, thresholds(d))
     report = {"window": {"start": d.current_start, "end": d.current_end}, **report}
     write_json("metrics/drift.json", report)
-    rows = [{"column": name, "effect": c["effect"], "missing_effect": c["missing_effect"],
-             "drifted": c["drifted"]} for name, c in report["columns"].items()]
+    rows = [
+        {
+            "column": name,
+            "effect": c["effect"],
+            "missing_effect": c["missing_effect"],
+            "drifted": c["drifted"],
+        }
+        for name, c in report["columns"].items()
+    ]
     write_csv("plots/drift_effects.csv", pd.DataFrame(rows))
     verdict = "RETRAIN recommended" if report["drifted"] else "no retraining needed"
     logger.info("drift %s..%s: %s", d.current_start, d.current_end, verdict)

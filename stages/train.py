@@ -11,7 +11,7 @@ import skops
 
 from panelcast.cli import run_stage
 from panelcast.drift import build_profile
-from panelcast.features import LEVEL_FEATURE, T, TARGET, WINDOW, feature_columns
+from panelcast.features import LEVEL_FEATURE, TARGET, WINDOW, T, feature_columns
 from panelcast.io import read_json, write_bytes, write_json
 from panelcast.model import dumps_model, fit_model, model_card
 from panelcast.monitoring import monitored_frame
@@ -23,11 +23,19 @@ def main(params, args) -> None:
     frame = pd.read_parquet("data/features.parquet")
     cols = feature_columns(frame, params.problem)
     train = frame[(frame[WINDOW] == "train") & frame[TARGET].notna()].reset_index(drop=True)
-    logger.info("training on %d rows x %d features (%d train rows without target left out)",
-                len(train), len(cols), int(((frame[WINDOW] == "train") & frame[TARGET].isna()).sum()))
+    logger.info(
+        "training on %d rows x %d features (%d train rows without target left out)",
+        len(train),
+        len(cols),
+        int(((frame[WINDOW] == "train") & frame[TARGET].isna()).sum()),
+    )
     model, report = fit_model(
-        train[cols], train[TARGET], train[T].to_numpy(), params.train,
-        params.features.scale, LEVEL_FEATURE,
+        train[cols],
+        train[TARGET],
+        train[T].to_numpy(),
+        params.train,
+        params.features.scale,
+        LEVEL_FEATURE,
     )
     in_sample = model.predict(train[cols])
     write_bytes("models/model.skops", dumps_model(model))
@@ -37,12 +45,20 @@ def main(params, args) -> None:
         "features": cols,
         "target": params.problem.target,
         "segment": params.problem.segment,
-        "training_window": {"start": params.windows.train_start, "end": params.windows.train_end,
-                            "rows": int(len(train))},
+        "training_window": {
+            "start": params.windows.train_start,
+            "end": params.windows.train_end,
+            "rows": int(len(train)),
+        },
         "data_sha256": collect["source"]["sha256"],
         "params": {"train": _plain(params.train), "features": _plain(params.features)},
-        "versions": {"python": platform.python_version(), "scikit-learn": sklearn.__version__,
-                     "pandas": pd.__version__, "numpy": np.__version__, "skops": skops.__version__},
+        "versions": {
+            "python": platform.python_version(),
+            "scikit-learn": sklearn.__version__,
+            "pandas": pd.__version__,
+            "numpy": np.__version__,
+            "skops": skops.__version__,
+        },
     }
     write_json("models/metadata.json", metadata)
     monitored, numeric, categorical = monitored_frame(train, cols, in_sample)
@@ -51,8 +67,11 @@ def main(params, args) -> None:
     metrics = {"train_rows": int(len(train)), "train_mae_in_sample": round(train_mae, 4), **report}
     if report["search"]:
         metrics["cv_mae"] = round(report["search"]["best_cv_mae"], 4)
-        logger.info("best CV MAE %.2f with %s", report["search"]["best_cv_mae"],
-                    report["search"]["best_params"])
+        logger.info(
+            "best CV MAE %.2f with %s",
+            report["search"]["best_cv_mae"],
+            report["search"]["best_params"],
+        )
     write_json("metrics/train.json", metrics)
 
 

@@ -16,8 +16,17 @@ from panelcast.config import load_params
 
 ROOT = Path(__file__).resolve().parents[1]
 PROJECT_FILES = [
-    "dvc.yaml", "params.yaml", "contract.yaml", "pyproject.toml", "requirements.lock",
-    ".dvcignore", ".gitignore", ".dvc/config", ".dvc/.gitignore", "stages", "src",
+    "dvc.yaml",
+    "params.yaml",
+    "contract.yaml",
+    "pyproject.toml",
+    "requirements.lock",
+    ".dvcignore",
+    ".gitignore",
+    ".dvc/config",
+    ".dvc/.gitignore",
+    "stages",
+    "src",
 ]
 
 
@@ -37,10 +46,19 @@ def make_panel(segments=("A", "B", "C"), start_year=2000, years=5, seed=0) -> pd
             year, month = start_year + k // 12, k % 12 + 1
             sales = base * (1 + 0.3 * np.sin(2 * np.pi * month / 12)) * (1 + 0.01 * k)
             sales = float(round(sales + rng.normal(0, 3)))
-            rows.append({"city": seg, "year": year, "month": month, "sales": sales,
-                         "volume": sales * 1e5, "median": 1e5 + 500 * k,
-                         "listings": 1000.0 + k, "inventory": 5.0 + 0.01 * k,
-                         "date": year + (month - 1) / 12})
+            rows.append(
+                {
+                    "city": seg,
+                    "year": year,
+                    "month": month,
+                    "sales": sales,
+                    "volume": sales * 1e5,
+                    "median": 1e5 + 500 * k,
+                    "listings": 1000.0 + k,
+                    "inventory": 5.0 + 0.01 * k,
+                    "date": year + (month - 1) / 12,
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -61,10 +79,13 @@ def tool_env(repo: Path | None = None) -> dict[str, str]:
     return env
 
 
-def run(cmd: list[str], cwd: Path, check: bool = True, timeout: int = 900) -> subprocess.CompletedProcess:
+def run(
+    cmd: list[str], cwd: Path, check: bool = True, timeout: int = 900
+) -> subprocess.CompletedProcess:
     """Run a command in ``cwd`` and return it; on unexpected failure show its output."""
-    proc = subprocess.run(cmd, cwd=cwd, env=tool_env(cwd), capture_output=True, text=True,
-                          timeout=timeout)
+    proc = subprocess.run(
+        cmd, cwd=cwd, env=tool_env(cwd), capture_output=True, text=True, timeout=timeout
+    )
     if check and proc.returncode != 0:
         raise AssertionError(f"{cmd} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     return proc
@@ -76,7 +97,9 @@ def copy_repo(dest: Path, git: bool = True) -> Path:
     for name in PROJECT_FILES:
         src = ROOT / name
         if src.is_dir():
-            shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+            shutil.copytree(
+                src, dest / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info")
+            )
         elif src.exists():
             (dest / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, dest / name)

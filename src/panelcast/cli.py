@@ -25,8 +25,11 @@ def setup_logging() -> None:
     )
 
 
-def run_stage(name: str, body: Callable[[Params, argparse.Namespace], None],
-              parser: argparse.ArgumentParser | None = None) -> None:
+def run_stage(
+    name: str,
+    body: Callable[[Params, argparse.Namespace], None],
+    parser: argparse.ArgumentParser | None = None,
+) -> None:
     """Parse ``--params``, load them strictly, run ``body``; exit non-zero with a clear message."""
     parser = parser or argparse.ArgumentParser(description=f"DVC stage '{name}'")
     parser.add_argument("--params", default="params.yaml", help="parameter file (params.yaml)")
@@ -40,8 +43,12 @@ def run_stage(name: str, body: Callable[[Params, argparse.Namespace], None],
         log.error("stage '%s' refused its parameters: %s", name, exc)
         sys.exit(2)
     except FileNotFoundError as exc:
-        log.error("stage '%s' failed: input not found: %s (did the earlier stages run? "
-                  "`dvc repro` runs them in order)", name, exc.filename or exc)
+        log.error(
+            "stage '%s' failed: input not found: %s (did the earlier stages run? "
+            "`dvc repro` runs them in order)",
+            name,
+            exc.filename or exc,
+        )
         sys.exit(1)
     except (StageError, ValueError) as exc:
         log.error("stage '%s' failed: %s", name, exc)

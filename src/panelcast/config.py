@@ -180,9 +180,7 @@ def _check(value: Any, tp: Any, key: str) -> Any:
         return None
     if origin is Literal:
         if value not in args:
-            raise ParamsError(
-                f"params key '{key}' must be one of {list(args)}, got {value!r}."
-            )
+            raise ParamsError(f"params key '{key}' must be one of {list(args)}, got {value!r}.")
         return value
     if origin in (typing.Union, types.UnionType):
         errors = []
@@ -290,11 +288,13 @@ def format_month(index: int) -> str:
 def _semantic_checks(p: Params) -> None:
     """Cross-key rules that types alone cannot express."""
     w = p.windows
-    ts, te = parse_month(w.train_start, "windows.train_start"), parse_month(
-        w.train_end, "windows.train_end"
+    ts, te = (
+        parse_month(w.train_start, "windows.train_start"),
+        parse_month(w.train_end, "windows.train_end"),
     )
-    vs, ve = parse_month(w.test_start, "windows.test_start"), parse_month(
-        w.test_end, "windows.test_end"
+    vs, ve = (
+        parse_month(w.test_start, "windows.test_start"),
+        parse_month(w.test_end, "windows.test_end"),
     )
     if te < ts:
         raise ParamsError(
@@ -311,8 +311,9 @@ def _semantic_checks(p: Params) -> None:
             f"params 'windows': the test window must start after the training window; "
             f"test_start {w.test_start} <= train_end {w.train_end}."
         )
-    cs, ce = parse_month(p.drift.current_start, "drift.current_start"), parse_month(
-        p.drift.current_end, "drift.current_end"
+    cs, ce = (
+        parse_month(p.drift.current_start, "drift.current_start"),
+        parse_month(p.drift.current_end, "drift.current_end"),
     )
     if ce < cs:
         raise ParamsError(

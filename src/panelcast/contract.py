@@ -156,21 +156,37 @@ def check(
     n = len(frame)
     if n < contract.min_rows:
         _add(
-            failures, None, None, "min_rows", [n],
+            failures,
+            None,
+            None,
+            "min_rows",
+            [n],
             f"the table has {n} rows; the contract requires at least {contract.min_rows}.",
         )
     missing_cols = [c for c in contract.columns if c not in frame.columns]
     for col in missing_cols:
         failures.append(
-            Failure("error", col, "required", 1, [],
-                    f"column {col!r} is required by the contract but absent; "
-                    f"found columns {list(map(str, frame.columns))[:12]}.")
+            Failure(
+                "error",
+                col,
+                "required",
+                1,
+                [],
+                f"column {col!r} is required by the contract but absent; "
+                f"found columns {list(map(str, frame.columns))[:12]}.",
+            )
         )
     extra = [str(c) for c in frame.columns if c not in contract.columns]
     if extra:
         failures.append(
-            Failure(contract.extra_columns, None, "extra_columns", len(extra), extra[:N_EXAMPLES],
-                    f"column(s) {extra} are not declared in the contract.")
+            Failure(
+                contract.extra_columns,
+                None,
+                "extra_columns",
+                len(extra),
+                extra[:N_EXAMPLES],
+                f"column(s) {extra} are not declared in the contract.",
+            )
         )
     numeric_view: dict[str, pd.Series] = {}
     for col, rule in contract.columns.items():
@@ -181,65 +197,131 @@ def check(
         n_null = int(nulls.sum())
         if n_null:
             if not rule.nullable:
-                _add(failures, rule, col, "not_null", series[nulls],
-                     f"column {col!r} must not be missing; {n_null} missing value(s).")
+                _add(
+                    failures,
+                    rule,
+                    col,
+                    "not_null",
+                    series[nulls],
+                    f"column {col!r} must not be missing; {n_null} missing value(s).",
+                )
             else:
                 rate = n_null / max(n, 1)
                 limit = rule.max_missing if rule.max_missing is not None else 1.0
                 if rate > limit:
-                    _add(failures, rule, col, "max_missing", series[nulls],
-                         f"column {col!r}: missing rate {rate:.1%} above the contract's "
-                         f"limit {limit:.1%} ({n_null} of {n} rows).")
+                    _add(
+                        failures,
+                        rule,
+                        col,
+                        "max_missing",
+                        series[nulls],
+                        f"column {col!r}: missing rate {rate:.1%} above the contract's "
+                        f"limit {limit:.1%} ({n_null} of {n} rows).",
+                    )
                 else:
                     failures.append(
-                        Failure("warn", col, "missing", n_null, [],
-                                f"column {col!r}: {n_null} missing value(s) ({rate:.1%}), "
-                                f"within the limit {limit:.1%}; rows are kept and counted "
-                                f"downstream.")
+                        Failure(
+                            "warn",
+                            col,
+                            "missing",
+                            n_null,
+                            [],
+                            f"column {col!r}: {n_null} missing value(s) ({rate:.1%}), "
+                            f"within the limit {limit:.1%}; rows are kept and counted "
+                            f"downstream.",
+                        )
                     )
         present = series[~nulls]
         if rule.type in ("integer", "number"):
             values, not_numbers = _as_numeric(series)
             if len(not_numbers):
-                _add(failures, rule, col, "type", not_numbers,
-                     f"column {col!r} must hold {rule.type}s; found dtype {series.dtype} "
-                     f"(text, not numbers).")
+                _add(
+                    failures,
+                    rule,
+                    col,
+                    "type",
+                    not_numbers,
+                    f"column {col!r} must hold {rule.type}s; found dtype {series.dtype} "
+                    f"(text, not numbers).",
+                )
                 continue
             if rule.type == "integer":
                 finite = values[values.notna()]
                 frac = finite[(finite % 1) != 0]
-                _add(failures, rule, col, "type", frac,
-                     f"column {col!r} must hold integers; found fractional values.")
+                _add(
+                    failures,
+                    rule,
+                    col,
+                    "type",
+                    frac,
+                    f"column {col!r} must hold integers; found fractional values.",
+                )
             numeric_view[col] = values
             valid = values[values.notna()]
             if rule.min is not None:
-                _add(failures, rule, col, "min", valid[valid < rule.min],
-                     f"column {col!r}: values below the minimum {rule.min:g}.")
+                _add(
+                    failures,
+                    rule,
+                    col,
+                    "min",
+                    valid[valid < rule.min],
+                    f"column {col!r}: values below the minimum {rule.min:g}.",
+                )
             if rule.max is not None:
-                _add(failures, rule, col, "max", valid[valid > rule.max],
-                     f"column {col!r}: values above the maximum {rule.max:g}.")
+                _add(
+                    failures,
+                    rule,
+                    col,
+                    "max",
+                    valid[valid > rule.max],
+                    f"column {col!r}: values above the maximum {rule.max:g}.",
+                )
         else:
             if pd.api.types.is_numeric_dtype(series):
-                _add(failures, rule, col, "type", present,
-                     f"column {col!r} must hold strings; found {series.dtype}.")
+                _add(
+                    failures,
+                    rule,
+                    col,
+                    "type",
+                    present,
+                    f"column {col!r} must hold strings; found {series.dtype}.",
+                )
                 continue
             if rule.allowed is not None:
                 allowed = set(rule.allowed)
                 unseen = present[~present.astype(str).isin(allowed)]
-                _add(failures, rule, col, "allowed", unseen,
-                     f"column {col!r}: value(s) not in the contract's {len(allowed)} allowed "
-                     f"categories (an unseen segment).")
+                _add(
+                    failures,
+                    rule,
+                    col,
+                    "allowed",
+                    unseen,
+                    f"column {col!r}: value(s) not in the contract's {len(allowed)} allowed "
+                    f"categories (an unseen segment).",
+                )
         if not rule.allow_constant and n > 1 and present.nunique() <= 1:
-            _add(failures, rule, col, "not_constant", present.iloc[:1],
-                 f"column {col!r} is constant (a single distinct value): it carries no "
-                 f"information; set allow_constant if this is expected.")
+            _add(
+                failures,
+                rule,
+                col,
+                "not_constant",
+                present.iloc[:1],
+                f"column {col!r} is constant (a single distinct value): it carries no "
+                f"information; set allow_constant if this is expected.",
+            )
     key = [k for k in contract.key if k in frame.columns]
     if key and len(key) == len(contract.key):
         dup = frame.duplicated(subset=key, keep=False)
         if dup.any():
             keys = frame.loc[dup, key].astype(str).agg("|".join, axis=1)
-            _add(failures, None, "+".join(key), "unique_key", keys,
-                 f"key {'+'.join(key)} must be unique; {int(dup.sum())} rows share a key.")
+            _add(
+                failures,
+                None,
+                "+".join(key),
+                "unique_key",
+                keys,
+                f"key {'+'.join(key)} must be unique; {int(dup.sum())} rows share a key.",
+            )
     if time_columns and all(c in numeric_view for c in time_columns):
         _check_time(failures, numeric_view, time_columns, contract.time, today)
     return failures
@@ -259,18 +341,39 @@ def _check_time(
     label = year[ok].astype(int).astype(str) + "-" + month[ok].astype(int).map("{:02d}".format)
     limits = []
     if rule.not_before:
-        limits.append(("not_before", index < parse_month(rule.not_before, "time.not_before"),
-                       f"before {rule.not_before}"))
+        limits.append(
+            (
+                "not_before",
+                index < parse_month(rule.not_before, "time.not_before"),
+                f"before {rule.not_before}",
+            )
+        )
     if rule.not_after:
-        limits.append(("not_after", index > parse_month(rule.not_after, "time.not_after"),
-                       f"after {rule.not_after}"))
+        limits.append(
+            (
+                "not_after",
+                index > parse_month(rule.not_after, "time.not_after"),
+                f"after {rule.not_after}",
+            )
+        )
     if rule.no_future:
         today = today or dt.date.today()
-        limits.append(("no_future", index > today.year * 12 + today.month - 1,
-                       f"in the future (after {today:%Y-%m})"))
+        limits.append(
+            (
+                "no_future",
+                index > today.year * 12 + today.month - 1,
+                f"in the future (after {today:%Y-%m})",
+            )
+        )
     for name, mask, text in limits:
-        _add(failures, None, f"{ycol}+{mcol}", name, label[mask],
-             f"time {ycol}+{mcol}: {int(mask.sum())} row(s) dated {text}.")
+        _add(
+            failures,
+            None,
+            f"{ycol}+{mcol}",
+            name,
+            label[mask],
+            f"time {ycol}+{mcol}: {int(mask.sum())} row(s) dated {text}.",
+        )
 
 
 def report(failures: list[Failure], file: str, contract_path: str, rows: int) -> dict:
@@ -294,6 +397,8 @@ def format_failures(failures: list[Failure], file: str) -> str:
     for f in failures:
         where = f"column {f.column!r}" if f.column else "table"
         ex = f"; e.g. {f.examples}" if f.examples else ""
-        lines.append(f"{f.severity.upper()} {file}: {where}, rule '{f.rule}', {f.count} "
-                     f"value(s){ex}: {f.message}")
+        lines.append(
+            f"{f.severity.upper()} {file}: {where}, rule '{f.rule}', {f.count} "
+            f"value(s){ex}: {f.message}"
+        )
     return "\n".join(lines)

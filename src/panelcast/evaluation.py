@@ -7,7 +7,7 @@ import logging
 import pandas as pd
 
 from .config import GateSpec, ProblemSpec
-from .features import TARGET, T, WINDOW
+from .features import TARGET, WINDOW, T
 from .metrics import scores, scores_by
 from .rules import RULES, predict_rules
 
@@ -35,13 +35,18 @@ def rule_predictions(
     return out, counts
 
 
-def score_rules(preds: pd.DataFrame, rules: list[str], metric: str, fallbacks: dict[str, int]) -> dict:
+def score_rules(
+    preds: pd.DataFrame, rules: list[str], metric: str, fallbacks: dict[str, int]
+) -> dict:
     """Scores of each rule on the test window and the best one by ``metric``."""
     test = preds[preds[WINDOW] == "test"]
     table = {}
     for rule in rules:
-        table[rule] = {"description": RULES[rule], **scores(test[TARGET], test[rule]),
-                       "fallbacks": fallbacks[rule]}
+        table[rule] = {
+            "description": RULES[rule],
+            **scores(test[TARGET], test[rule]),
+            "fallbacks": fallbacks[rule],
+        }
     best = min(rules, key=lambda r: table[r][metric])
     return {"metric": metric, "rules": table, "best_rule": best, "best": table[best]}
 
@@ -57,12 +62,16 @@ def gate(model: dict, gain: float, spec: GateSpec) -> tuple[bool, list[str]]:
     if model["wape"] is None or model["wape"] > spec.max_wape:
         reasons.append(f"WAPE {model['wape']} above the gate's max_wape {spec.max_wape}")
     if gain < spec.min_gain_pct:
-        reasons.append(f"gain over the best rule {gain:.2f}% below min_gain_pct {spec.min_gain_pct}%")
+        reasons.append(
+            f"gain over the best rule {gain:.2f}% below min_gain_pct {spec.min_gain_pct}%"
+        )
     return not reasons, reasons
 
 
 def per_segment(frame: pd.DataFrame, seg: str, pred: str, best_rule: str) -> pd.DataFrame:
     """Per-segment model and best-rule MAE side by side."""
     model = scores_by(frame, seg, TARGET, pred)[[seg, "n", "mae", "wape"]]
-    rule = scores_by(frame, seg, TARGET, best_rule)[[seg, "mae"]].rename(columns={"mae": "rule_mae"})
+    rule = scores_by(frame, seg, TARGET, best_rule)[[seg, "mae"]].rename(
+        columns={"mae": "rule_mae"}
+    )
     return model.merge(rule, on=seg)

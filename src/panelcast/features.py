@@ -40,7 +40,9 @@ def month_index(frame: pd.DataFrame, problem: ProblemSpec) -> pd.Series:
     return year * 12 + month - 1
 
 
-def panel(table: pd.DataFrame, problem: ProblemSpec, exogenous: list[str]) -> tuple[pd.DataFrame, int]:
+def panel(
+    table: pd.DataFrame, problem: ProblemSpec, exogenous: list[str]
+) -> tuple[pd.DataFrame, int]:
     """A complete monthly grid per segment (first to last month of each segment).
 
     Returns the grid (segment, t, y, exogenous...) sorted by segment and month, and the
@@ -48,8 +50,11 @@ def panel(table: pd.DataFrame, problem: ProblemSpec, exogenous: list[str]) -> tu
     """
     seg = problem.segment
     frame = pd.DataFrame(
-        {seg: table[seg].astype(str), T: month_index(table, problem),
-         "y": table[problem.target].astype(float)}
+        {
+            seg: table[seg].astype(str),
+            T: month_index(table, problem),
+            "y": table[problem.target].astype(float),
+        }
     )
     for col in exogenous:
         frame[col] = table[col].astype(float)
@@ -101,7 +106,9 @@ def build_features(
     ts, te = parse_month(windows.train_start, ""), parse_month(windows.train_end, "")
     vs, ve = parse_month(windows.test_start, ""), parse_month(windows.test_end, "")
     window = np.select(
-        [(out[T] >= ts) & (out[T] <= te), (out[T] >= vs) & (out[T] <= ve)], ["train", "test"], "other"
+        [(out[T] >= ts) & (out[T] <= te), (out[T] >= vs) & (out[T] <= ve)],
+        ["train", "test"],
+        "other",
     )
     out[WINDOW] = window
     no_history = out[LEVEL_FEATURE].isna()
@@ -123,14 +130,19 @@ def build_features(
     }
     for w in ("train", "test"):
         if summary["rows_by_window"][w]["with_target"] == 0:
+            first, last = getattr(windows, w + "_start"), getattr(windows, w + "_end")
             raise ValueError(
-                f"the {w} window ({getattr(windows, w + '_start')}..{getattr(windows, w + '_end')}) "
+                f"the {w} window ({first}..{last}) "
                 f"holds no row with an observed target; the data spans "
                 f"{format_month(int(grid[T].min()))}..{format_month(int(grid[T].max()))}."
             )
     logger.info(
-        "features: %d rows (%d inserted grid months, %d without history dropped, %d missing targets)",
-        summary["rows"], inserted, summary["dropped_no_history"], summary["target_missing"],
+        "features: %d rows (%d inserted grid months, %d without history dropped, "
+        "%d missing targets)",
+        summary["rows"],
+        inserted,
+        summary["dropped_no_history"],
+        summary["target_missing"],
     )
     return result, summary
 

@@ -8,7 +8,9 @@ import pandas as pd
 from .io import clean_float
 
 
-def scores(y_true: np.ndarray | pd.Series, y_pred: np.ndarray | pd.Series) -> dict[str, float | None]:
+def scores(
+    y_true: np.ndarray | pd.Series, y_pred: np.ndarray | pd.Series
+) -> dict[str, float | None]:
     """MAE, RMSE, WAPE (sum |error| / sum |actual|) and R2 on rows with an observed target."""
     y_true = np.asarray(y_true, dtype=float)
     y_pred = np.asarray(y_pred, dtype=float)

@@ -47,7 +47,9 @@ class LevelRatioRegressor(RegressorMixin, BaseEstimator):
     level), so the inner model learns scale-free ratios; ``scale='none'`` fits on ``y``.
     """
 
-    def __init__(self, regressor: Any = None, level_feature: str = "log_level", scale: str = "log_ratio"):
+    def __init__(
+        self, regressor: Any = None, level_feature: str = "log_level", scale: str = "log_ratio"
+    ):
         self.regressor = regressor
         self.level_feature = level_feature
         self.scale = scale
@@ -121,8 +123,7 @@ def check_hyperparameters(estimator: str, hyper: dict[str, Any], key: str) -> No
     bad = sorted(set(hyper) - set(accepted))
     if bad:
         raise ParamsError(
-            f"params key '{key}': {estimator} does not accept {bad}; "
-            f"accepted: {sorted(accepted)}."
+            f"params key '{key}': {estimator} does not accept {bad}; accepted: {sorted(accepted)}."
         )
 
 
@@ -171,8 +172,10 @@ def fit_model(
         n_iter = min(s.n_iter, n_candidates)
         search = RandomizedSearchCV(model, grid, n_iter=n_iter, random_state=spec.seed, **common)
     logger.info(
-        "search: %s over %d candidate(s) x %d time-ordered folds", s.method,
-        n_candidates if s.method == "grid" else min(s.n_iter, n_candidates), len(splits),
+        "search: %s over %d candidate(s) x %d time-ordered folds",
+        s.method,
+        n_candidates if s.method == "grid" else min(s.n_iter, n_candidates),
+        len(splits),
     )
     search.fit(X, y)
     res = search.cv_results_
@@ -190,8 +193,12 @@ def fit_model(
     report["search"] = {
         "method": s.method,
         "folds": [
-            {"train_rows": int(len(tr)), "val_rows": int(len(va)),
-             "val_first_t": int(t[va].min()), "val_last_t": int(t[va].max())}
+            {
+                "train_rows": int(len(tr)),
+                "val_rows": int(len(va)),
+                "val_first_t": int(t[va].min()),
+                "val_last_t": int(t[va].max()),
+            }
             for tr, va in splits
         ],
         "best_params": best,
@@ -258,7 +265,9 @@ def dumps_model(model: Any) -> bytes:
             else:
                 stem, _, suffix = info.filename.partition(".")
                 if stem.encode() not in mapping:
-                    raise RuntimeError(f"skops entry {info.filename!r} is not referenced in the schema")
+                    raise RuntimeError(
+                        f"skops entry {info.filename!r} is not referenced in the schema"
+                    )
                 name = mapping[stem.encode()].decode() + "." + suffix
             entries.append((name, data))
         for name, data in sorted(entries):

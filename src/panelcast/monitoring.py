@@ -18,8 +18,10 @@ def monitored_frame(
     frame[TARGET] = rows[TARGET].to_numpy()
     frame[PREDICTION] = np.asarray(predictions, dtype=float)
     categorical = [
-        c for c in frame.columns
-        if isinstance(frame[c].dtype, pd.CategoricalDtype) or not pd.api.types.is_numeric_dtype(frame[c])
+        c
+        for c in frame.columns
+        if isinstance(frame[c].dtype, pd.CategoricalDtype)
+        or not pd.api.types.is_numeric_dtype(frame[c])
     ]
     for c in categorical:
         frame[c] = frame[c].astype(str).where(frame[c].notna(), None)

@@ -172,9 +172,7 @@ def _parse_csv(raw: RawSource) -> pd.DataFrame:
     try:
         return pd.read_csv(io.StringIO(text), on_bad_lines="error")
     except pd.errors.ParserError as exc:
-        raise SourceError(
-            f"source {raw.uri!r} ({raw.location}): malformed CSV: {exc}"
-        ) from None
+        raise SourceError(f"source {raw.uri!r} ({raw.location}): malformed CSV: {exc}") from None
 
 
 def provenance(raw: RawSource, frame: pd.DataFrame, name: str, licence: str) -> dict:
@@ -182,7 +180,9 @@ def provenance(raw: RawSource, frame: pd.DataFrame, name: str, licence: str) -> 
     return {
         "source": {
             "uri": raw.uri,
-            "location": Path(raw.location).name if raw.uri.startswith("package://") else raw.location,
+            "location": Path(raw.location).name
+            if raw.uri.startswith("package://")
+            else raw.location,
             "format": raw.format,
             "name": name,
             "licence": licence,

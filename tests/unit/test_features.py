@@ -17,8 +17,11 @@ def test_lag_and_target_alignment(params, panel_frame):
     row = feats[(feats["city"] == "B") & (feats["period"] == "2003-06")].iloc[0]
     src = panel_frame.set_index(["city", "year", "month"])["sales"]
     assert row[TARGET] == src[("B", 2003, 6)]
-    level = np.log1p(np.mean([src[("B", 2003, m)] for m in range(1, 6)]
-                             + [src[("B", 2002, m)] for m in range(6, 13)]))
+    level = np.log1p(
+        np.mean(
+            [src[("B", 2003, m)] for m in range(1, 6)] + [src[("B", 2002, m)] for m in range(6, 13)]
+        )
+    )
     assert row["log_level"] == pytest.approx(level)
     assert row["lag_1"] == pytest.approx(np.log1p(src[("B", 2003, 5)]) - level)
     assert row["lag_12"] == pytest.approx(np.log1p(src[("B", 2002, 6)]) - level)
@@ -38,13 +41,17 @@ def test_no_feature_uses_the_forecast_month_or_later(params, panel_frame):
     at = feats["t"] <= cutoff
     pd.testing.assert_frame_equal(feats.loc[at, cols], feats2.loc[at, cols])
     # ... while the target of that month did move: the test can fail
-    assert not np.allclose(feats.loc[feats["t"] == cutoff, TARGET], feats2.loc[feats2["t"] == cutoff, TARGET])
+    assert not np.allclose(
+        feats.loc[feats["t"] == cutoff, TARGET], feats2.loc[feats2["t"] == cutoff, TARGET]
+    )
 
 
 def test_missing_month_is_inserted_and_counted(params, panel_frame):
-    gap = panel_frame.drop(index=panel_frame.index[(panel_frame.city == "A")
-                                                   & (panel_frame.year == 2002)
-                                                   & (panel_frame.month == 3)])
+    gap = panel_frame.drop(
+        index=panel_frame.index[
+            (panel_frame.city == "A") & (panel_frame.year == 2002) & (panel_frame.month == 3)
+        ]
+    )
     grid, inserted = panel(gap, params.problem, [])
     assert inserted == 1
     a = grid[grid.city == "A"]
@@ -54,7 +61,9 @@ def test_missing_month_is_inserted_and_counted(params, panel_frame):
 
 def test_windows_and_summary(params, panel_frame):
     feats, summary = build_features(panel_frame, params.problem, params.features, WINDOWS)
-    assert set(feats.loc[feats.window == "test", "period"]) == {f"2004-{m:02d}" for m in range(1, 13)}
+    assert set(feats.loc[feats.window == "test", "period"]) == {
+        f"2004-{m:02d}" for m in range(1, 13)
+    }
     assert summary["rows_by_window"]["test"]["with_target"] == 36
     assert summary["dropped_no_history"] == 3  # the first month of each segment
     assert summary["features"] == feature_columns(feats, params.problem)
@@ -68,6 +77,7 @@ def test_window_without_data_is_an_error(params):
 
 def test_deterministic(params, panel_frame):
     a, _ = build_features(panel_frame, params.problem, params.features, WINDOWS)
-    b, _ = build_features(panel_frame.sample(frac=1, random_state=1), params.problem,
-                          params.features, WINDOWS)
+    b, _ = build_features(
+        panel_frame.sample(frac=1, random_state=1), params.problem, params.features, WINDOWS
+    )
     pd.testing.assert_frame_equal(a, b)

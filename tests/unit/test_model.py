@@ -65,10 +65,12 @@ def test_unknown_hyperparameter(params):
 
 def test_fit_search_and_predict(params, data):
     train, cols = data
-    spec = small_spec(params, enabled=True, folds=2, fold_months=6,
-                      space={"learning_rate": [0.05, 0.2]})
-    model, report = fit_model(train[cols], train[TARGET], train[T].to_numpy(), spec,
-                              "log_ratio", LEVEL_FEATURE)
+    spec = small_spec(
+        params, enabled=True, folds=2, fold_months=6, space={"learning_rate": [0.05, 0.2]}
+    )
+    model, report = fit_model(
+        train[cols], train[TARGET], train[T].to_numpy(), spec, "log_ratio", LEVEL_FEATURE
+    )
     assert len(report["search"]["candidates"]) == 2
     assert report["search"]["best_params"]["learning_rate"] in (0.05, 0.2)
     pred = model.predict(train[cols])
@@ -79,19 +81,25 @@ def test_fit_search_and_predict(params, data):
 
 
 @pytest.mark.parametrize(
-    "estimator", ["HistGradientBoostingRegressor", "Ridge", "RandomForestRegressor", "ExtraTreesRegressor"]
+    "estimator",
+    ["HistGradientBoostingRegressor", "Ridge", "RandomForestRegressor", "ExtraTreesRegressor"],
 )
 def test_skops_bytes_are_identical_across_fits(params, data, estimator):
     train, cols = data
     hyper = {"HistGradientBoostingRegressor": {"max_iter": 20}, "Ridge": {"alpha": 1.0}}.get(
         estimator, {"n_estimators": 5}
     )
-    spec = replace(params.train, estimator=estimator, hyperparameters=hyper,
-                   search=replace(params.train.search, enabled=False))
+    spec = replace(
+        params.train,
+        estimator=estimator,
+        hyperparameters=hyper,
+        search=replace(params.train.search, enabled=False),
+    )
     blobs = []
     for _ in range(2):
-        model, _ = fit_model(train[cols], train[TARGET], train[T].to_numpy(), spec,
-                             "log_ratio", LEVEL_FEATURE)
+        model, _ = fit_model(
+            train[cols], train[TARGET], train[T].to_numpy(), spec, "log_ratio", LEVEL_FEATURE
+        )
         blobs.append(dumps_model(model))
     assert blobs[0] == blobs[1]
     loaded = loads_model(blobs[0])
@@ -111,8 +119,9 @@ def test_untrusted_type_is_refused():
 def test_truncated_and_tampered_files_are_refused(params, data):
     train, cols = data
     spec = small_spec(params, enabled=False)
-    model, _ = fit_model(train[cols], train[TARGET], train[T].to_numpy(), spec, "log_ratio",
-                         LEVEL_FEATURE)
+    model, _ = fit_model(
+        train[cols], train[TARGET], train[T].to_numpy(), spec, "log_ratio", LEVEL_FEATURE
+    )
     blob = dumps_model(model)
     with pytest.raises(ValueError, match="not a readable skops model file"):
         loads_model(blob[: len(blob) // 2], "models/model.skops")

@@ -4,8 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from panelcast.evaluation import gain_pct, gate
 from panelcast.config import GateSpec
+from panelcast.evaluation import gain_pct, gate
 from panelcast.features import panel
 from panelcast.metrics import scores
 from panelcast.rules import predict_rules
@@ -32,8 +32,9 @@ def test_scores_refuses_shape_mismatch():
 def test_rules_on_a_known_panel(params, panel_frame):
     grid, _ = panel(panel_frame, params.problem, [])
     train = grid["t"] < 2003 * 12
-    preds, fell_back = predict_rules(grid, params.problem,
-                                     ["seasonal_naive", "last_value", "segment_month_mean"], train)
+    preds, fell_back = predict_rules(
+        grid, params.problem, ["seasonal_naive", "last_value", "segment_month_mean"], train
+    )
     i = grid.index[(grid.city == "A") & (grid.t == 2003 * 12 + 4)][0]
     assert preds.loc[i, "seasonal_naive"] == grid.loc[i - 12, "y"]
     assert preds.loc[i, "last_value"] == grid.loc[i - 1, "y"]

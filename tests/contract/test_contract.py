@@ -1,0 +1,162 @@
+"""Bad inputs against the real data contract: every error names the column and the rule."""
+
+import datetime as dt
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from panelcast.contract import check, format_failures, load_contract, report
+from panelcast.sources import SourceError, parse_table, read_source
+
+from ..conftest import ROOT
+
+TIME = ("year", "month")
+
+
+@pytest.fixture(scope="module")
+def real():
+    return parse_table(read_source("package://plotnine/data/txhousing.csv"))
+
+
+@pytest.fixture(scope="module")
+def contract():
+    return load_contract(ROOT / "contract.yaml")
+
+
+def errors(frame, contract, **kw):
+    return [f for f in check(frame, contract, TIME, **kw) if f.severity == "error"]
+
+
+def test_real_data_passes_with_counted_warnings(real, contract):
+    failures = check(real, contract, TIME)
+    assert not [f for f in failures if f.severity == "error"]
+    missing = {f.column: f.count for f in failures if f.rule == "missing"}
+    assert missing["sales"] == 568  # the target is missing in some rows: counted, not dropped
+    assert report(failures, "f", "c", len(real))["passed"] is True
+
+
+def mutate_missing_column(d):
+    return d.drop(columns=["median"])
+
+
+def mutate_wrong_type(d):
+    d = d.copy()
+    d["sales"] = d["sales"].astype(str)
+    d.loc[5, "sales"] = "1,234"
+    return d
+
+
+def mutate_out_of_range(d):
+    d = d.copy()
+    d.loc[10, "inventory"] = 999.0
+    return d
+
+
+def mutate_negative_sales(d):
+    d = d.copy()
+    d.loc[3, "sales"] = -5.0
+    return d
+
+
+def mutate_duplicate_key(d):
+    return pd.concat([d, d.iloc[[7]]], ignore_index=True)
+
+
+def mutate_unseen_city(d):
+    d = d.copy()
+    d.loc[0, "city"] = "Atlantis"
+    return d
+
+
+def mutate_all_target_missing(d):
+    d = d.copy()
+    d["sales"] = np.nan
+    return d
+
+
+def mutate_month_13(d):
+    d = d.copy()
+    d.loc[4, "month"] = 13
+    return d
+
+
+def mutate_future(d):
+    d = d.copy()
+    d.loc[4, "year"] = 2031
+    return d
+
+
+def mutate_constant(d):
+    d = d.copy()
+    d["listings"] = 1.0
+    return d
+
+
+def mutate_extra_column(d):
+    return d.assign(comment="x")
+
+
+def mutate_missing_burst(d):
+    d = d.copy()
+    d.loc[d.index[:2000], "median"] = np.nan
+    return d
+
+
+def mutate_too_few_rows(d):
+    return d.iloc[:500]
+
+
+@pytest.mark.parametrize(
+    "mutate,column,rule,example",
+    [
+        (mutate_missing_column, "median", "required", None),
+        (mutate_wrong_type, "sales", "type", "1,234"),
+        (mutate_out_of_range, "inventory", "max", 999.0),
+        (mutate_negative_sales, "sales", "min", -5.0),
+        (mutate_duplicate_key, "city+year+month", "unique_key", None),
+        (mutate_unseen_city, "city", "allowed", "Atlantis"),
+        (mutate_all_target_missing, "sales", "max_missing", None),
+        (mutate_month_13, "month", "max", 13),
+        (mutate_future, "year+month", "not_after", "2031-05"),
+        (mutate_constant, "listings", "not_constant", 1.0),
+        (mutate_extra_column, None, "extra_columns", "comment"),
+        (mutate_missing_burst, "median", "max_missing", None),
+        (mutate_too_few_rows, None, "min_rows", 500),
+    ],
+)
+def test_bad_input_names_column_rule_and_values(real, contract, mutate, column, rule, example):
+    found = errors(mutate(real), contract)
+    match = [f for f in found if f.rule == rule and f.column == column]
+    assert match, f"expected an error for column {column!r} rule {rule!r}, got {found}"
+    text = format_failures(match, "data/raw/snapshot.parquet")
+    assert "data/raw/snapshot.parquet" in text and f"rule '{rule}'" in text
+    if column:
+        assert repr(column) in text
+    if example is not None:
+        assert example in match[0].examples
+
+
+def test_all_failures_reported_at_once(real, contract):
+    bad = mutate_unseen_city(mutate_negative_sales(mutate_missing_column(real)))
+    rules = {(f.column, f.rule) for f in errors(bad, contract)}
+    assert {("median", "required"), ("sales", "min"), ("city", "allowed")} <= rules
+
+
+def test_no_future_uses_today(real, contract):
+    d = real.copy()
+    assert not [f for f in errors(d, contract, today=dt.date(2026, 1, 1)) if f.rule == "no_future"]
+    found = [f for f in errors(d, contract, today=dt.date(2010, 1, 1)) if f.rule == "no_future"]
+    assert found and found[0].column == "year+month"
+
+
+@pytest.mark.parametrize(
+    "content,fragment",
+    [(b"", "empty"), (b"city,year,month,sales\nAbilene,2000,1,72\nAbilene,2000,2", "truncated")],
+)
+def test_empty_and_truncated_files(tmp_path, content, fragment):
+    path = tmp_path / "bad.csv"
+    path.write_bytes(content)
+    with pytest.raises(SourceError, match=fragment) as info:
+        parse_table(read_source(str(path)))
+    assert "bad.csv" in str(info.value)

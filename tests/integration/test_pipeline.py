@@ -1,0 +1,102 @@
+"""The real pipeline: `dvc repro` in a copy of the repository, on the real default data."""
+
+import json
+
+import pytest
+import yaml
+
+from ..conftest import copy_repo, run, set_params
+
+pytestmark = pytest.mark.slow
+STAGES = ["collect", "validate", "features", "baseline", "train", "evaluate", "drift"]
+
+
+def ran(output: str) -> set[str]:
+    return {s for s in STAGES if f"Running stage '{s}'" in output}
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory):
+    """A copy of the repository after one full `dvc repro` on the default params."""
+    path = copy_repo(tmp_path_factory.mktemp("pipeline") / "repo")
+    proc = run(["dvc", "repro"], path)
+    assert ran(proc.stdout) == set(STAGES)
+    run(["git", "add", "-A"], path)
+    run(["git", "commit", "-q", "-m", "repro"], path)
+    return path
+
+
+def metrics(repo, name):
+    return json.loads((repo / "metrics" / f"{name}.json").read_text())
+
+
+def test_metrics_files_hold_the_expected_figures(repo):
+    collect = metrics(repo, "collect")
+    assert collect["rows"] == 8602 and collect["segments"] == 46
+    assert collect["time_span"] == {"first": "2000-01", "last": "2015-07", "months": 187}
+    assert len(collect["source"]["sha256"]) == 64
+    assert metrics(repo, "validate")["passed"] is True
+    ev = metrics(repo, "evaluate")
+    for side in ("model", "best_rule"):
+        assert {"mae", "rmse", "wape", "r2"} <= set(ev[side])
+    assert ev["model"]["n"] == ev["best_rule"]["n"] == 2017
+    # the model must beat the best rule on the test window
+    assert ev["model"]["mae"] < ev["best_rule"]["mae"]
+    assert ev["gain_pct"] > 0 and isinstance(ev["gate_passed"], bool)
+    drift = metrics(repo, "drift")
+    assert {"drifted", "reasons", "columns"} <= set(drift)
+    assert {"effect", "p_value", "drifted"} <= set(drift["columns"]["target"])
+    for plot in ("predicted_vs_actual", "error_over_time", "error_by_segment", "drift_effects"):
+        assert (repo / "plots" / f"{plot}.csv").stat().st_size > 0
+
+
+def test_second_repro_runs_nothing(repo):
+    proc = run(["dvc", "repro"], repo)
+    assert ran(proc.stdout) == set()
+    assert run(["dvc", "status"], repo).stdout.strip().endswith("up to date.")
+
+
+def test_forced_repro_is_byte_identical(repo):
+    before = (repo / "dvc.lock").read_text()
+    proc = run(["dvc", "repro", "-f"], repo)
+    assert ran(proc.stdout) == set(STAGES)
+    assert (repo / "dvc.lock").read_text() == before
+
+
+def test_hyperparameter_change_reruns_only_train_and_after(repo):
+    proc = run(["dvc", "exp", "run", "-n", "more-trees", "-S", "train.hyperparameters.max_iter=150"],
+               repo)
+    assert ran(proc.stdout) == {"train", "evaluate", "drift"}
+    show = json.loads(run(["dvc", "exp", "show", "--json"], repo).stdout)
+    assert "more-trees" in json.dumps(show)
+    diff = json.loads(run(["dvc", "metrics", "diff", "--json"], repo).stdout)
+    assert "metrics/evaluate.json" in diff
+    params = json.loads(run(["dvc", "params", "diff", "--json"], repo).stdout)
+    assert params["params.yaml"]["train.hyperparameters.max_iter"]["new"] == 150
+    run(["git", "checkout", "--", "params.yaml"], repo)
+    run(["dvc", "checkout", "-q"], repo)
+
+
+def test_crisis_drift_says_retrain(tmp_path):
+    """Reference 2000-2005 (the training window) against 2008-2010: retrain, naming columns."""
+    path = copy_repo(tmp_path / "crisis")
+    set_params(path, {
+        "windows.train_end": "2005-12", "windows.test_start": "2006-01",
+        "drift.current_start": "2008-01", "drift.current_end": "2010-12",
+        "train.search.enabled": False,
+    })
+    run(["dvc", "repro"], path)
+    drift = metrics(path, "drift")
+    assert drift["drifted"] is True
+    drifted = [c for c, v in drift["columns"].items() if v["drifted"]]
+    assert drifted and any(c in " ".join(drift["reasons"]) for c in drifted)
+
+
+def test_bad_params_stop_the_stage_naming_the_key(tmp_path):
+    path = copy_repo(tmp_path / "badparams")
+    data = yaml.safe_load((path / "params.yaml").read_text())
+    data["train"]["sede"] = 1
+    (path / "params.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+    proc = run(["dvc", "repro", "collect"], path, check=False)
+    assert proc.returncode != 0
+    assert "train.sede" in proc.stderr + proc.stdout
