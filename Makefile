@@ -11,11 +11,10 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 
 # (Re)create the virtualenv when it is missing or the lock file changed.
 $(STAMP): requirements.lock pyproject.toml
-	@command -v uv >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet uv
+	@command -v uv >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet uv==0.13.9
 	@test -x $(BIN)/python || uv venv --quiet --python $(PYTHON) $(VENV)
 	uv pip sync --quiet --python $(BIN)/python --require-hashes requirements.lock
-	uv pip install --quiet --python $(BIN)/python --no-deps --no-build-isolation -e . \
-	  || uv pip install --quiet --python $(BIN)/python --no-deps -e .
+	uv pip install --quiet --python $(BIN)/python --no-deps -e .
 	@touch $(STAMP)
 
 setup: $(STAMP)
