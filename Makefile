@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 export DVC_NO_ANALYTICS := 1
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: setup repro test test-fast lint format metrics-diff clean-venv
+.PHONY: setup repro test test-fast lint format metrics-diff retrain clean-venv
 
 # (Re)create the virtualenv when it is missing or the lock file changed.
 $(STAMP): requirements.lock pyproject.toml
@@ -38,6 +38,10 @@ format: $(STAMP)
 metrics-diff: $(STAMP)
 	dvc metrics diff --md main
 	dvc params diff --md main
+
+# Act on the drift verdict: retrain as a DVC experiment, promote it only if the gate passes.
+retrain: $(STAMP)
+	python scripts/retrain.py
 
 clean-venv:
 	rm -rf $(VENV)

@@ -63,7 +63,9 @@ class CategoricalSpec:
         p[dst] += moved
         codes = rng.choice(len(p), size=n, p=p / p.sum())
         # pandas' default string dtype, built with a vectorised take.
-        return pd.Series(pd.array(list(self.labels), dtype="str")).take(codes).reset_index(drop=True)
+        return (
+            pd.Series(pd.array(list(self.labels), dtype="str")).take(codes).reset_index(drop=True)
+        )
 
 
 def _normal(mu: float, sd: float):

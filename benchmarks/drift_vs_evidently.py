@@ -48,7 +48,7 @@ from panelcast.drift import DriftThresholds, build_profile, compare  # noqa: E40
 
 DEFAULT_EVIDENTLY = "0.7.23"  # newest 0.7.x on PyPI when written (pip index versions evidently)
 
-CHILD = r'''
+CHILD = r"""
 import json, os, resource, sys, time
 t_start = time.perf_counter()
 import pandas as pd
@@ -56,7 +56,8 @@ import evidently
 from evidently import DataDefinition, Dataset, Report
 from evidently.presets import DataDriftPreset
 
-ref_path, cur_path, num, cat = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), json.loads(sys.argv[4])
+ref_path, cur_path = sys.argv[1], sys.argv[2]
+num, cat = json.loads(sys.argv[3]), json.loads(sys.argv[4])
 ref = pd.read_parquet(ref_path)
 cur = pd.read_parquet(cur_path)
 
@@ -84,8 +85,10 @@ for test in result["tests"]:
     prefix = "Value Drift for column "
     if test["name"].startswith(prefix):
         columns[test["name"][len(prefix):]]["drifted"] = test["status"] == "FAIL"
-share = [m["value"] for m in result["metrics"] if m["config"]["type"].endswith("DriftedColumnsCount")]
-dataset = [t["status"] == "FAIL" for t in result["tests"] if t["name"].startswith("Share of Drifted")]
+share = [m["value"] for m in result["metrics"]
+         if m["config"]["type"].endswith("DriftedColumnsCount")]
+dataset = [t["status"] == "FAIL" for t in result["tests"]
+           if t["name"].startswith("Share of Drifted")]
 print(json.dumps({
     "evidently": evidently.__version__,
     "pandas": pd.__version__,
@@ -98,7 +101,7 @@ print(json.dumps({
     "drifted_columns": share[0] if share else None,
     "dataset_drifted": dataset[0] if dataset else None,
 }))
-'''
+"""
 
 
 def make_venv(root: Path, version: str) -> Path | None:
@@ -221,7 +224,8 @@ def print_scenario(scenario: str, ev: dict, ours: dict, report: dict) -> str:
     ratio_wall = ev["run_wall"] / ours["wall"]
     print(f"\n=== scenario {scenario!r} (evidently {ev['evidently']}, pandas {ev['pandas']}) ===")
     print(
-        f"Evidently report.run (data loaded): wall {ev['run_wall']:.1f} s, CPU {ev['run_cpu']:.1f} s;"
+        f"Evidently report.run (data loaded): wall {ev['run_wall']:.1f} s, "
+        f"CPU {ev['run_cpu']:.1f} s;"
         f" whole subprocess (import + parquet read + run): wall {ev['process_wall']:.1f} s,"
         f" CPU {ev['process_cpu']:.1f} s, peak RSS {ev['peak_rss_mb']:.0f} MB"
         f" ({ev['peak_rss_mb'] - ev['loaded_rss_mb']:.0f} MB above the loaded data)"
@@ -256,8 +260,9 @@ def print_scenario(scenario: str, ev: dict, ours: dict, report: dict) -> str:
         f"{ev['dataset_drifted']} (share {ev['drifted_columns']['share']:.2f}, drifts at >= 0.5)"
     )
     return (
-        f"{scenario:>10}: Evidently {ev['run_wall']:.1f} s wall / {ev['run_cpu']:.1f} s CPU, ours "
-        f"{ours['wall']:.2f} s / {ours['cpu']:.2f} s -> {ratio_cpu:.0f}x CPU, {ratio_wall:.0f}x wall"
+        f"{scenario:>10}: Evidently {ev['run_wall']:.1f} s wall / {ev['run_cpu']:.1f} s CPU, "
+        f"ours {ours['wall']:.2f} s / {ours['cpu']:.2f} s -> {ratio_cpu:.0f}x CPU, "
+        f"{ratio_wall:.0f}x wall"
         f" [{verdict}]; verdicts agree {agree_dist}/{n} (distribution), {agree_col}/{n} (column)"
     )
 

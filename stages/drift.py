@@ -6,26 +6,14 @@ import pandas as pd
 
 from panelcast.cli import StageError, run_stage
 from panelcast.config import parse_month
-from panelcast.drift import DriftThresholds, compare
+from panelcast.drift import compare
 from panelcast.features import T
 from panelcast.io import read_json, write_csv, write_json
 from panelcast.model import loads_model
-from panelcast.monitoring import monitored_frame
+from panelcast.monitoring import drift_thresholds, monitored_frame
 
 logger = logging.getLogger("panelcast.stages.drift")
 MODEL = "models/model.skops"
-
-
-def thresholds(spec) -> DriftThresholds:
-    """Drift thresholds from the params' drift section."""
-    return DriftThresholds(
-        numeric_effect=spec.numeric_effect,
-        categorical_effect=spec.categorical_effect,
-        missing_effect=spec.missing_effect,
-        alpha=spec.alpha,
-        dataset_share=spec.dataset_share,
-        key_columns=tuple(spec.key_columns),
-    )
 
 
 def main(params, args) -> None:
@@ -46,7 +34,7 @@ def main(params, args) -> None:
         model = loads_model(handle.read(), MODEL)
     cols = list(read_json("models/metadata.json")["features"])
     frame, _, _ = monitored_frame(current, cols, model.predict(current[cols]))
-    report = compare(read_json("models/reference.json"), frame, thresholds(d))
+    report = compare(read_json("models/reference.json"), frame, drift_thresholds(d))
     report = {"window": {"start": d.current_start, "end": d.current_end}, **report}
     write_json("metrics/drift.json", report)
     rows = [

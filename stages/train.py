@@ -14,7 +14,7 @@ from panelcast.drift import build_profile
 from panelcast.features import LEVEL_FEATURE, TARGET, WINDOW, T, feature_columns
 from panelcast.io import read_json, write_bytes, write_json
 from panelcast.model import dumps_model, fit_model, model_card
-from panelcast.monitoring import monitored_frame
+from panelcast.monitoring import monitored_frame, steady_state
 
 logger = logging.getLogger("panelcast.stages.train")
 
@@ -61,7 +61,13 @@ def main(params, args) -> None:
         },
     }
     write_json("models/metadata.json", metadata)
-    monitored, numeric, categorical = monitored_frame(train, cols, in_sample)
+    steady = steady_state(train, params.problem.segment, max(params.features.lags)).to_numpy()
+    monitored, numeric, categorical = monitored_frame(train[steady], cols, in_sample[steady])
+    logger.info(
+        "drift reference: %d training rows past the %d-month warm-up",
+        int(steady.sum()),
+        max(params.features.lags),
+    )
     write_json("models/reference.json", build_profile(monitored, numeric, categorical))
     train_mae = float(np.abs(in_sample - train[TARGET].to_numpy()).mean())
     metrics = {"train_rows": int(len(train)), "train_mae_in_sample": round(train_mae, 4), **report}

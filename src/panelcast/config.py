@@ -146,6 +146,41 @@ class DriftSpec:
 
 
 @dataclass(frozen=True)
+class PolicySpec:
+    """A retraining policy replayed by the backtest."""
+
+    name: str
+    kind: Literal["never", "every", "on_alarm"]
+    every_months: int = 0
+
+
+@dataclass(frozen=True)
+class BacktestSpec:
+    """Production replayed month by month from a first training window to the end of the data."""
+
+    first_train_start: Month
+    first_train_end: Month
+    end: Month
+    policies: list[PolicySpec]
+    validation_months: int
+    drift_window_months: int
+    error_window_months: int
+    error_factor: float
+    min_months_between: int
+    crisis_start: Month
+    crisis_end: Month
+    n_jobs: int
+
+
+@dataclass(frozen=True)
+class RetrainSpec:
+    """On-demand retraining: how the windows move when drift says retrain."""
+
+    test_months: int
+    experiment_prefix: str
+
+
+@dataclass(frozen=True)
 class Params:
     """The whole of ``params.yaml``."""
 
@@ -157,6 +192,8 @@ class Params:
     train: TrainSpec
     evaluate: EvaluateSpec
     drift: DriftSpec
+    backtest: BacktestSpec
+    retrain: RetrainSpec
 
 
 # --------------------------------------------------------------------------- strict parsing
@@ -337,6 +374,31 @@ def _semantic_checks(p: Params) -> None:
         raise ParamsError(
             f"params keys 'train.search.folds' and 'train.search.fold_months' must be >= 1, "
             f"got {s.folds} and {s.fold_months}."
+        )
+    b = p.backtest
+    bs = parse_month(b.first_train_start, "backtest.first_train_start")
+    be = parse_month(b.first_train_end, "backtest.first_train_end")
+    bend = parse_month(b.end, "backtest.end")
+    if not bs < be < bend:
+        raise ParamsError(
+            f"params 'backtest': expected first_train_start < first_train_end < end, got "
+            f"{b.first_train_start}, {b.first_train_end}, {b.end}."
+        )
+    names = [pol.name for pol in b.policies]
+    if not names or len(set(names)) != len(names):
+        raise ParamsError(f"params key 'backtest.policies' needs unique names, got {names}.")
+    for i, pol in enumerate(b.policies):
+        if pol.kind == "every" and pol.every_months < 1:
+            raise ParamsError(
+                f"params key 'backtest.policies[{i}].every_months' must be >= 1 for kind "
+                f"'every', got {pol.every_months}."
+            )
+    for key in ("validation_months", "drift_window_months", "error_window_months"):
+        if getattr(b, key) < 1:
+            raise ParamsError(f"params key 'backtest.{key}' must be >= 1, got {getattr(b, key)}.")
+    if p.retrain.test_months < 1:
+        raise ParamsError(
+            f"params key 'retrain.test_months' must be >= 1, got {p.retrain.test_months}."
         )
     if not 0 < p.drift.alpha < 1:
         raise ParamsError(f"params key 'drift.alpha' must be in (0, 1), got {p.drift.alpha}.")

@@ -55,9 +55,10 @@ class DriftThresholds:
 
     numeric_effect: float = 0.1  # Wasserstein-1 distance in units of the reference std
     # Total variation distance between category shares. 0.075, not 0.05: on 2k-row windows
-    # the TV of a 20-category column is ~0.04-0.07 from sampling noise alone, so at 0.05 a
-    # 1-point move into a rare category (significant, TV 0.01) was flagged ~5% of the time;
-    # 0.075 still flags a 10-point move >= 99.7% of the time (benchmarks/drift_benchmark.py).
+    # sampling noise alone gives a 20-category column a TV of ~0.04-0.07, so at 0.05 a
+    # 1-point move into a rare category (significant, true TV 0.01) was flagged in 4.7% of
+    # windows, at 0.075 in 1.5%, while a 10-point move is still flagged in >= 99.7%
+    # (3000 simulated windows; see benchmarks/README.md).
     categorical_effect: float = 0.075
     missing_effect: float = 0.05  # absolute change of the missing-value rate
     alpha: float = 0.05  # family-wise significance after Benjamini-Hochberg
@@ -399,8 +400,11 @@ def compare(profile: dict, current: pd.DataFrame, thresholds: DriftThresholds) -
 
     Report: ``drifted``, ``reasons``, ``share_drifted``, ``n_reference``, ``n_current`` and
     ``columns`` (per column, in profile order: kind, effect, statistic, p_value, p_adjusted,
-    drifted, missing_reference, missing_current, missing_effect, missing_statistic,
-    missing_p_value, missing_p_adjusted, missing_drifted, and ``unseen`` for categorical).
+    drifted, distribution_drifted, missing_reference, missing_current, missing_effect,
+    missing_statistic, missing_p_value, missing_p_adjusted, missing_drifted, plus
+    ``wasserstein`` (raw W1) for numeric and ``unseen`` for categorical columns).
+    ``effect``/``statistic``/``p_value``/``p_adjusted`` are None when the distribution test
+    is skipped because the current (or reference) column has no non-missing value.
     Floats are rounded to 6 significant digits; decisions use the unrounded values.
     """
     if not isinstance(thresholds, DriftThresholds):

@@ -5,7 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .features import TARGET
+from .config import DriftSpec
+from .drift import DriftThresholds
+from .features import TARGET, T
 
 PREDICTION = "prediction"
 
@@ -27,3 +29,31 @@ def monitored_frame(
         frame[c] = frame[c].astype(str).where(frame[c].notna(), None)
     numeric = [c for c in frame.columns if c not in categorical]
     return frame, numeric, categorical
+
+
+def steady_state(
+    rows: pd.DataFrame, segment: str, warmup: int, min_share: float = 0.5
+) -> pd.Series:
+    """Rows past each segment's first ``warmup`` months (all lags available).
+
+    The reference for drift excludes the warm-up, whose lag features are missing by
+    construction: otherwise every production window "drifts" in its missing rates.
+    Falls back to all rows when fewer than ``min_share`` of them are past the warm-up.
+    """
+    first = rows.groupby(segment, observed=True)[T].transform("min")
+    mask = (rows[T] - first) >= warmup
+    if mask.mean() < min_share:
+        return pd.Series(True, index=rows.index)
+    return mask
+
+
+def drift_thresholds(spec: DriftSpec) -> DriftThresholds:
+    """Drift thresholds from the params' drift section."""
+    return DriftThresholds(
+        numeric_effect=spec.numeric_effect,
+        categorical_effect=spec.categorical_effect,
+        missing_effect=spec.missing_effect,
+        alpha=spec.alpha,
+        dataset_share=spec.dataset_share,
+        key_columns=tuple(spec.key_columns),
+    )

@@ -64,8 +64,8 @@ def test_forced_repro_is_byte_identical(repo):
 
 
 def test_hyperparameter_change_reruns_only_train_and_after(repo):
-    proc = run(["dvc", "exp", "run", "-n", "more-trees", "-S", "train.hyperparameters.max_iter=150"],
-               repo)
+    change = "train.hyperparameters.max_iter=150"
+    proc = run(["dvc", "exp", "run", "-n", "more-trees", "-S", change], repo)
     assert ran(proc.stdout) == {"train", "evaluate", "drift"}
     show = json.loads(run(["dvc", "exp", "show", "--json"], repo).stdout)
     assert "more-trees" in json.dumps(show)
@@ -80,11 +80,16 @@ def test_hyperparameter_change_reruns_only_train_and_after(repo):
 def test_crisis_drift_says_retrain(tmp_path):
     """Reference 2000-2005 (the training window) against 2008-2010: retrain, naming columns."""
     path = copy_repo(tmp_path / "crisis")
-    set_params(path, {
-        "windows.train_end": "2005-12", "windows.test_start": "2006-01",
-        "drift.current_start": "2008-01", "drift.current_end": "2010-12",
-        "train.search.enabled": False,
-    })
+    set_params(
+        path,
+        {
+            "windows.train_end": "2005-12",
+            "windows.test_start": "2006-01",
+            "drift.current_start": "2008-01",
+            "drift.current_end": "2010-12",
+            "train.search.enabled": False,
+        },
+    )
     run(["dvc", "repro"], path)
     drift = metrics(path, "drift")
     assert drift["drifted"] is True

@@ -1,0 +1,20 @@
+"""Retrain and redeploy on demand: `make retrain` (see panelcast.retrain)."""
+
+import logging
+
+from panelcast.cli import run_stage
+from panelcast.io import dumps_json
+from panelcast.retrain import retrain
+
+logger = logging.getLogger("panelcast.retrain")
+
+
+def main(params, args) -> None:
+    result = retrain(params)
+    logger.info("result:\n%s", dumps_json(result))
+    if result["action"] == "refused":
+        raise SystemExit(3)
+
+
+if __name__ == "__main__":
+    run_stage("retrain", main)

@@ -1,0 +1,250 @@
+"""Production replayed on history: deploy, forecast, observe, monitor, retrain, redeploy.
+
+Each month the deployed model (the champion) forecasts the month; once its values are
+known the error is recorded and the policy decides whether to retrain. A retrain fits
+a challenger on the expanding window up to ``validation_months`` before now and
+compares it with the champion's *live* error on those months; it is promoted (refit on
+everything known) only when it is better. Every policy replays the same months on the
+same data, so their errors and costs (number of fits) compare directly.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+from joblib import Parallel, delayed
+from threadpoolctl import threadpool_limits
+
+from .config import BacktestSpec, PolicySpec, TrainSpec, format_month, parse_month
+from .drift import DriftThresholds, build_profile, compare
+from .features import LEVEL_FEATURE, TARGET, T
+from .metrics import scores
+from .model import fit_model
+from .monitoring import monitored_frame, steady_state
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Deployed:
+    """The champion: model, its drift reference and its validation error."""
+
+    model: Any
+    profile: dict
+    val_wape: float
+    trained_until: int
+
+
+@dataclass
+class Replay:
+    """What one policy did, month by month."""
+
+    policy: str
+    months: list[dict] = field(default_factory=list)
+    events: list[dict] = field(default_factory=list)
+    fits: int = 0
+
+
+class _Context:
+    """Data and settings shared by all policies."""
+
+    def __init__(
+        self,
+        frame: pd.DataFrame,
+        cols: list[str],
+        segment: str,
+        warmup: int,
+        spec: BacktestSpec,
+        train: TrainSpec,
+        scale: str,
+        thresholds: DriftThresholds,
+    ):
+        self.frame = frame
+        self.cols = cols
+        self.segment = segment
+        self.warmup = warmup
+        self.spec = spec
+        self.train = train
+        self.scale = scale
+        self.thresholds = thresholds
+        self.start = parse_month(spec.first_train_start, "backtest.first_train_start")
+        self.known = frame[frame[TARGET].notna()]
+
+    def fit(self, until: int) -> Any:
+        rows = self.known[self.known[T].between(self.start, until)]
+        model, _ = fit_model(
+            rows[self.cols], rows[TARGET], rows[T].to_numpy(), self.train, self.scale, LEVEL_FEATURE
+        )
+        return model, rows
+
+    def deploy(self, until: int, val_wape: float) -> Deployed:
+        model, rows = self.fit(until)
+        steady = steady_state(rows, self.segment, self.warmup).to_numpy()
+        pred = model.predict(rows[self.cols])
+        mon, num, cat = monitored_frame(rows[steady], self.cols, pred[steady])
+        return Deployed(model, build_profile(mon, num, cat), val_wape, until)
+
+    def validation_wape(self, until: int) -> float:
+        """WAPE of a model fitted up to ``until - validation_months`` on the months after it."""
+        cut = until - self.spec.validation_months
+        model, _ = self.fit(cut)
+        val = self.known[self.known[T].between(cut + 1, until)]
+        return float(scores(val[TARGET], model.predict(val[self.cols]))["wape"])
+
+
+def replay_policy(ctx: _Context, policy: PolicySpec) -> Replay:
+    """Replay one policy over the whole backtest (runs in its own worker)."""
+    with threadpool_limits(limits=1):
+        return _replay(ctx, policy)
+
+
+def _replay(ctx: _Context, policy: PolicySpec) -> Replay:
+    spec = ctx.spec
+    first_end = parse_month(spec.first_train_end, "backtest.first_train_end")
+    end = parse_month(spec.end, "backtest.end")
+    out = Replay(policy.name)
+    champion = ctx.deploy(first_end, ctx.validation_wape(first_end))
+    out.fits += 2
+    last_retrain = first_end
+    live = []  # champion's live forecasts of every month so far
+    for month in range(first_end + 1, end + 1):
+        rows = ctx.frame[ctx.frame[T] == month]
+        if rows.empty:
+            continue
+        pred = champion.model.predict(rows[ctx.cols])
+        frame = rows[[ctx.segment, T, TARGET]].assign(prediction=pred)
+        live.append(frame)
+        scored = frame[frame[TARGET].notna()]
+        record = {
+            "month": format_month(month),
+            "policy": policy.name,
+            "n": int(len(scored)),
+            "mae": None,
+            "wape": None,
+            "drifted": False,
+            "share_drifted": None,
+            "abs_error": 0.0,
+            "actual": 0.0,
+            "max_effect": None,
+            "error_alarm": False,
+            "retrain": "",
+            "model_trained_until": format_month(champion.trained_until),
+        }
+        if len(scored):
+            s = scores(scored[TARGET], scored["prediction"])
+            record["mae"], record["wape"] = s["mae"], s["wape"]
+            record["abs_error"] = float((scored["prediction"] - scored[TARGET]).abs().sum())
+            record["actual"] = float(scored[TARGET].abs().sum())
+        # the month is now known: monitor, then decide
+        history = pd.concat(live[-spec.drift_window_months :], ignore_index=True)
+        window = ctx.frame[ctx.frame[T].between(month - spec.drift_window_months + 1, month)]
+        mon, _, _ = monitored_frame(window, ctx.cols, champion.model.predict(window[ctx.cols]))
+        report = compare(champion.profile, mon, ctx.thresholds)
+        record["drifted"] = bool(report["drifted"])
+        record["share_drifted"] = report["share_drifted"]
+        effects = [c["effect"] for c in report["columns"].values() if c["effect"] is not None]
+        record["max_effect"] = max(effects) if effects else None
+        recent = history[history[T] > month - spec.error_window_months]
+        recent = recent[recent[TARGET].notna()]
+        if len(recent):
+            wape = scores(recent[TARGET], recent["prediction"])["wape"]
+            record["error_alarm"] = bool(
+                wape is not None and wape > spec.error_factor * champion.val_wape
+            )
+        due = month - last_retrain >= max(spec.min_months_between, 1)
+        if policy.kind == "every":
+            retrain = month - last_retrain >= policy.every_months
+        elif policy.kind == "on_alarm":
+            retrain = due and (record["drifted"] or record["error_alarm"])
+        else:
+            retrain = False
+        if retrain:
+            champion, promoted = _challenge(ctx, champion, live, month)
+            out.fits += 2 if promoted else 1
+            last_retrain = month
+            record["retrain"] = "promoted" if promoted else "kept"
+            reason = ("drift" if record["drifted"] else "") + (
+                "+error" if record["error_alarm"] else ""
+            )
+            out.events.append(
+                {
+                    "month": format_month(month),
+                    "promoted": promoted,
+                    "trigger": reason.strip("+") or policy.kind,
+                }
+            )
+        out.months.append(record)
+    return out
+
+
+def _challenge(
+    ctx: _Context, champion: Deployed, live: list[pd.DataFrame], month: int
+) -> tuple[Deployed, bool]:
+    """Fit a challenger up to ``month - validation_months``; promote it if better live."""
+    cut = month - ctx.spec.validation_months
+    challenger, _ = ctx.fit(cut)
+    val = ctx.known[ctx.known[T].between(cut + 1, month)]
+    chall = scores(val[TARGET], challenger.predict(val[ctx.cols]))["wape"]
+    seen = pd.concat(live, ignore_index=True)
+    seen = seen[seen[T].between(cut + 1, month) & seen[TARGET].notna()]
+    champ = scores(seen[TARGET], seen["prediction"])["wape"]
+    if chall < champ:
+        return ctx.deploy(month, float(chall)), True
+    return champion, False
+
+
+def run_backtest(
+    frame: pd.DataFrame,
+    cols: list[str],
+    segment: str,
+    warmup: int,
+    spec: BacktestSpec,
+    train: TrainSpec,
+    scale: str,
+    thresholds: DriftThresholds,
+) -> list[Replay]:
+    """Replay every policy (in parallel across policies); same data, same months."""
+    ctx = _Context(frame, cols, segment, warmup, spec, train, scale, thresholds)
+    logger.info(
+        "backtest: %d policies from %s to %s, %d worker(s)",
+        len(spec.policies),
+        spec.first_train_end,
+        spec.end,
+        spec.n_jobs,
+    )
+    return Parallel(n_jobs=spec.n_jobs, verbose=0)(
+        delayed(replay_policy)(ctx, p) for p in spec.policies
+    )
+
+
+def summarise(replays: list[Replay], spec: BacktestSpec) -> dict:
+    """Per policy: error overall and in the crisis, number of retrains and fits, drift months."""
+    cs, ce = parse_month(spec.crisis_start, ""), parse_month(spec.crisis_end, "")
+    out = {}
+    for r in replays:
+        months = pd.DataFrame(r.months)
+        t = months["month"].map(lambda m: parse_month(m, ""))
+        out[r.policy] = {
+            **_pooled(months, ""),
+            **_pooled(months[(t >= cs) & (t <= ce)], "crisis_"),
+            "retrains": len(r.events),
+            "promotions": sum(e["promoted"] for e in r.events),
+            "fits": r.fits,
+            "drift_months": months.loc[months["drifted"], "month"].tolist(),
+            "error_alarm_months": months.loc[months["error_alarm"], "month"].tolist(),
+            "events": r.events,
+        }
+    return out
+
+
+def _pooled(months: pd.DataFrame, prefix: str) -> dict[str, float | None]:
+    """MAE and WAPE pooled over all scored city-months of ``months``."""
+    n, err, actual = months["n"].sum(), months["abs_error"].sum(), months["actual"].sum()
+    return {
+        f"{prefix}mae": round(float(err / n), 4) if n else None,
+        f"{prefix}wape": round(float(err / actual), 6) if actual else None,
+        f"{prefix}n": int(n),
+    }
