@@ -91,8 +91,21 @@ def run(
     return proc
 
 
-def copy_repo(dest: Path, git: bool = True) -> Path:
-    """Copy the project files (no data, no cache) into ``dest`` and make it a git repo."""
+#: A short backtest for repository copies: the full replay takes minutes and has its own test.
+SHORT_BACKTEST = {
+    "backtest.end": "2005-12",
+    "backtest.policies": [
+        {"name": "never", "kind": "never"},
+        {"name": "on_alarm", "kind": "on_alarm"},
+    ],
+}
+
+
+def copy_repo(dest: Path, git: bool = True, full_backtest: bool = False) -> Path:
+    """Copy the project files (no data, no cache) into ``dest`` and make it a git repo.
+
+    Unless ``full_backtest``, the copy's backtest replays one year with two policies.
+    """
     dest.mkdir(parents=True, exist_ok=True)
     for name in PROJECT_FILES:
         src = ROOT / name
@@ -103,6 +116,8 @@ def copy_repo(dest: Path, git: bool = True) -> Path:
         elif src.exists():
             (dest / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, dest / name)
+    if not full_backtest:
+        set_params(dest, SHORT_BACKTEST)
     if git:
         run(["git", "init", "-q", "-b", "main"], dest)
         run(["git", "add", "-A"], dest)

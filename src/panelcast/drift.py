@@ -56,9 +56,9 @@ class DriftThresholds:
     numeric_effect: float = 0.1  # Wasserstein-1 distance in units of the reference std
     # Total variation distance between category shares. 0.075, not 0.05: on 2k-row windows
     # sampling noise alone gives a 20-category column a TV of ~0.04-0.07, so at 0.05 a
-    # 1-point move into a rare category (significant, true TV 0.01) was flagged in 4.7% of
-    # windows, at 0.075 in 1.5%, while a 10-point move is still flagged in >= 99.7%
-    # (3000 simulated windows; see benchmarks/README.md).
+    # 1-point move into a rare category (significant, true TV 0.01) was flagged in 3.8% of
+    # 3000 windows (target <= 5%), at 0.075 in <= 2.6%, while a 10-point move is still
+    # flagged in >= 99.6% (benchmarks/README.md).
     categorical_effect: float = 0.075
     missing_effect: float = 0.05  # absolute change of the missing-value rate
     alpha: float = 0.05  # family-wise significance after Benjamini-Hochberg
