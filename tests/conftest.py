@@ -91,7 +91,8 @@ def run(
     return proc
 
 
-#: A short backtest for repository copies: the full replay takes minutes and has its own test.
+#: A short backtest for repository copies: the full replay takes minutes (the unit tests
+#: replay a synthetic panel; the README reports the full figures).
 SHORT_BACKTEST = {
     "backtest.end": "2005-12",
     "backtest.policies": [

@@ -8,7 +8,16 @@ import yaml
 from ..conftest import copy_repo, run, set_params
 
 pytestmark = pytest.mark.slow
-STAGES = ["collect", "validate", "features", "baseline", "train", "evaluate", "drift"]
+STAGES = [
+    "collect",
+    "validate",
+    "features",
+    "baseline",
+    "train",
+    "evaluate",
+    "drift",
+    "backtest",
+]
 
 
 def ran(output: str) -> set[str]:
@@ -46,7 +55,18 @@ def test_metrics_files_hold_the_expected_figures(repo):
     drift = metrics(repo, "drift")
     assert {"drifted", "reasons", "columns"} <= set(drift)
     assert {"effect", "p_value", "drifted"} <= set(drift["columns"]["target"])
-    for plot in ("predicted_vs_actual", "error_over_time", "error_by_segment", "drift_effects"):
+    backtest = metrics(repo, "backtest")
+    assert set(backtest["policies"]) == {"never", "on_alarm"}  # the short replay of copies
+    assert backtest["policies"]["never"]["retrains"] == 0
+    plots = [
+        "predicted_vs_actual",
+        "error_over_time",
+        "error_by_segment",
+        "drift_effects",
+        "backtest_error",
+        "backtest_drift",
+    ]
+    for plot in plots:
         assert (repo / "plots" / f"{plot}.csv").stat().st_size > 0
 
 
@@ -66,7 +86,8 @@ def test_forced_repro_is_byte_identical(repo):
 def test_hyperparameter_change_reruns_only_train_and_after(repo):
     change = "train.hyperparameters.max_iter=150"
     proc = run(["dvc", "exp", "run", "-n", "more-trees", "-S", change], repo)
-    assert ran(proc.stdout) == {"train", "evaluate", "drift"}
+    # the backtest replays the same estimator with the same hyperparameters, so it reruns too
+    assert ran(proc.stdout) == {"train", "evaluate", "drift", "backtest"}
     show = json.loads(run(["dvc", "exp", "show", "--json"], repo).stdout)
     assert "more-trees" in json.dumps(show)
     diff = json.loads(run(["dvc", "metrics", "diff", "--json"], repo).stdout)
