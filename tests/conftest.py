@@ -27,6 +27,8 @@ PROJECT_FILES = [
     ".dvc/.gitignore",
     "stages",
     "src",
+    "scripts",
+    "Makefile",
 ]
 
 

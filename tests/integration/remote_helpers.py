@@ -220,6 +220,25 @@ def queue_tasks(repo: Path, env: dict[str, str]) -> dict[str, str]:
     return tasks
 
 
+def start_queue(repo: Path, env: dict[str, str], jobs: int, log: Path) -> str:
+    """`dvc queue start --jobs N`, its output to a file: the workers it spawns inherit
+    stdout/stderr, so with a pipe (capture_output) the caller would wait for them."""
+    with open(log, "w") as out:
+        proc = subprocess.run(
+            ["dvc", "queue", "start", "--jobs", str(jobs)],
+            cwd=repo,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            timeout=120,
+        )
+    text = log.read_text()
+    if proc.returncode != 0:
+        raise AssertionError(f"dvc queue start failed ({proc.returncode}):\n{text}")
+    return text
+
+
 def wait_for_queue(repo: Path, env: dict[str, str], timeout: float, poll: float = 10.0):
     """Poll `dvc queue status` until no task is queued or running; fail after timeout."""
     deadline = time.monotonic() + timeout

@@ -3,6 +3,7 @@ and branched, metrics/params diffs for a pull request, plots of two experiments 
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import re
@@ -20,6 +21,7 @@ from .remote_helpers import (
     ran_stages,
     sh,
     stage_names,
+    start_queue,
     stop_queue,
     wait_for_queue,
     worker_pids,
@@ -76,7 +78,8 @@ def grid(repo, queue_env) -> dict[str, dict]:
                 env=queue_env,
             )
             assert f"Queued experiment '{name}'" in proc.stdout
-        sh(["dvc", "queue", "start", "--jobs", "2"], repo, env=queue_env, timeout=120)
+        started = start_queue(repo, queue_env, jobs=2, log=repo.parent / "queue-start.log")
+        assert "Started '2' new experiments task queue workers" in started
         tasks = wait_for_queue(repo, queue_env, timeout=QUEUE_TIMEOUT)
         assert sorted(tasks.values()) == ["Success"] * len(runs), tasks
         results = exp_results(repo, queue_env)
@@ -106,7 +109,7 @@ def test_queued_grid_metrics_follow_params(repo, grid):
     assert len({maes[name] for name in GRID} | {maes[CONTROL]}) == len(GRID) + 1, maes
     assert maes[CONTROL] == head["model"]["mae"]
     # other params untouched: the grid only moved max_iter
-    params = [result["params"] for result in grid.values()]
+    params = [copy.deepcopy(result["params"]) for result in grid.values()]
     for p in params:
         p["train"]["hyperparameters"].pop("max_iter")
     assert all(p == params[0] for p in params)

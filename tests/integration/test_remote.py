@@ -93,9 +93,9 @@ def s3(s3_module, tmp_path_factory):
 
 
 def _remotes(repo: Path) -> dict[str, str]:
-    """`dvc remote list`: {name: url as dvc resolves it}."""
-    lines = run(["dvc", "remote", "list"], repo).stdout.splitlines()
-    return {line.split()[0]: line.split()[1] for line in lines if line.strip()}
+    """`dvc remote list`: {name: url as dvc resolves it} (wide, so nothing wraps)."""
+    out = sh(["dvc", "remote", "list"], repo, env=dvc_env(repo, COLUMNS="4000")).stdout
+    return {f[0]: f[1] for f in map(str.split, out.splitlines()) if len(f) >= 2}
 
 
 def _assert_clone_is_complete(clone: Path, pipeline: Pipeline) -> None:

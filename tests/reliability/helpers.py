@@ -162,9 +162,19 @@ def clone(good: Path, dest: Path) -> Path:
     return dest
 
 
-def drop_run_cache(repo: Path) -> None:
-    """Forget DVC's run cache, so that a stage is really executed again rather than restored."""
+def forget_results(repo: Path, stage: str) -> None:
+    """Make DVC unable to restore ``stage`` from its caches, so that `dvc repro` really runs it.
+
+    DVC restores a stage whose deps match dvc.lock from the object cache ("Stage '...' is
+    cached - skipping run, checking out outputs"); this removes the run cache and the cached
+    objects of the stage's outputs, as if the stage had never completed on this machine.
+    """
     shutil.rmtree(repo / ".dvc" / "cache" / "runs", ignore_errors=True)
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())
+    for out in lock["stages"][stage].get("outs", []):
+        digest = out["md5"]
+        obj = repo / ".dvc" / "cache" / "files" / "md5" / digest[:2] / digest[2:]
+        obj.unlink(missing_ok=True)
 
 
 # --------------------------------------------------------------------------- bad inputs

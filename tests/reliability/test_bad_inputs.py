@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -51,6 +52,8 @@ from .helpers import (
 pytestmark = pytest.mark.slow
 
 SNAP = "data/raw/snapshot.parquet"
+#: Cases run concurrently, each in its own copy (the machine may be shared: keep it small).
+WORKERS = int(os.environ.get("RELIABILITY_WORKERS", "2"))
 Prepare = Callable[[Path, Path], None]  # (repository copy, folder for the bad files)
 
 
@@ -338,20 +341,34 @@ def good_state(good) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def outcome(good, good_state, tmp_path_factory) -> Callable[[Case], Outcome]:
-    """Run a case once (in its own copy of the good repository); later tests reuse it."""
+def outcome(request, good, good_state, tmp_path_factory) -> Callable[[Case], Outcome]:
+    """Run each selected case once, in its own copy of the good repository, WORKERS at a time
+    (each case is a few short processes); the tests read the recorded outcomes."""
+    selected = {
+        item.callspec.params["case"].id: item.callspec.params["case"]
+        for item in request.session.items
+        if hasattr(item, "callspec") and isinstance(item.callspec.params.get("case"), Case)
+    }
+    folders = {cid: tmp_path_factory.mktemp(cid) for cid in selected}
+    pool = ThreadPoolExecutor(max_workers=WORKERS)
+    futures = {
+        cid: pool.submit(_run_case, case, good, good_state, folders[cid])
+        for cid, case in selected.items()
+    }
 
     def get(case: Case) -> Outcome:
         if case.id not in _OUTCOMES:
-            _OUTCOMES[case.id] = _run_case(case, good, good_state, tmp_path_factory)
+            _OUTCOMES[case.id] = futures[case.id].result(timeout=600)
         return _OUTCOMES[case.id]
 
-    return get
+    yield get
+    for future in futures.values():
+        future.cancel()
+    pool.shutdown(wait=True)
 
 
-def _run_case(case: Case, good: Path, good_state: dict, tmp_path_factory) -> Outcome:
+def _run_case(case: Case, good: Path, good_state: dict, folder: Path) -> Outcome:
     t0 = time.monotonic()
-    folder = tmp_path_factory.mktemp(case.id)
     bad = folder / "bad"
     bad.mkdir()
     repo = clone(good, folder / "repo")
@@ -421,6 +438,7 @@ def test_bad_input_message(case, outcome):
     out = outcome(case)
     assert out.code != 0
     line = line_with_all(out.error, case.fragments)
+    print(f"{case.id} ({out.seconds:.1f}s): {line or out.error[-500:]}")
     assert line, (
         f"no line of the error holds all of {case.fragments}; the error was:\n{out.error[-3000:]}"
     )

@@ -1,0 +1,160 @@
+"""Faults: a stage killed in the middle, two clones in different folders, two `dvc repro` at once.
+
+Every test works on a copy of the "good" repository (fast params, `dvc repro evaluate drift`,
+committed; see helpers.good_repo) and compares with it: its dvc.lock is the output of an
+uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from ..conftest import run
+from .helpers import (
+    STAGES,
+    TARGETS,
+    clone,
+    diff_state,
+    dvc,
+    error_text,
+    forget_results,
+    git_status,
+    good_repo,
+    kill_group,
+    lock_outs,
+    md5,
+    ran,
+    stage_processes,
+    start,
+    state,
+    wait_and_close,
+    wait_for,
+)
+
+pytestmark = pytest.mark.slow
+
+#: Outputs (cached and not) of the stages killed below, as declared in dvc.yaml.
+OUTPUTS = {
+    "train": [
+        "models/model.skops",
+        "models/metadata.json",
+        "models/reference.json",
+        "metrics/train.json",
+    ],
+    "drift": ["metrics/drift.json", "plots/drift_effects.csv"],
+}
+
+
+@pytest.fixture(scope="module")
+def good(tmp_path_factory) -> Path:
+    return good_repo(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def good_state(good) -> dict[str, str]:
+    return state(good)
+
+
+def up_to_date(repo: Path) -> bool:
+    out = dvc(repo, "status", "--with-deps", *TARGETS, check=True).stdout
+    return "Data and pipelines are up to date." in out
+
+
+def temp_files(repo: Path) -> list[str]:
+    """Leftovers of panelcast.io.atomic_write (``.<name>.<random>.tmp``) in the output folders."""
+    return sorted(
+        str(p.relative_to(repo))
+        for folder in ("data", "models", "metrics", "plots")
+        for p in (repo / folder).rglob(".*.tmp")
+    )
+
+
+@pytest.mark.parametrize("stage", ["train", "drift"])
+def test_sigkill_in_the_middle_of_a_stage_then_repro_completes(stage, good, good_state, tmp_path):
+    repo = clone(good, tmp_path / "repo")
+    forget_results(repo, stage)  # the rerun must really execute the stage, not restore it
+    log = tmp_path / "killed.log"
+    proc = start(["dvc", "repro", "--force", "--single-item", stage], repo, log)
+    try:
+        wait_for(
+            lambda: (
+                f"Running stage '{stage}'" in log.read_text()
+                and stage_processes(repo, f"{stage}.py")
+            ),
+            timeout=180,
+            what=f"stage {stage} to start",
+        )
+        time.sleep(2.0)  # in the middle: the stage has read its inputs and is computing
+        assert stage_processes(repo, f"{stage}.py"), f"{stage} finished before it was killed"
+        assert proc.poll() is None
+    finally:
+        kill_group(proc)
+    assert proc.returncode == -9
+    wait_for(lambda: not stage_processes(repo, f"{stage}.py"), 10, "the stage to die")
+
+    # nothing half-written is taken as valid: each output is absent or the good one
+    for path in OUTPUTS[stage]:
+        assert not (repo / path).exists() or md5(repo / path) == md5(good / path), path
+    assert not up_to_date(repo), "DVC must see the killed stage as not done"
+    leftovers = temp_files(repo)
+
+    proc2 = dvc(repo, "repro", *TARGETS, timeout=600)
+    assert proc2.returncode == 0, proc2.stdout + proc2.stderr
+    assert stage in ran(proc2.stdout), proc2.stdout
+    assert up_to_date(repo)
+    # identical to the uninterrupted run: the lock hashes and every byte of the outputs
+    assert lock_outs(repo) == lock_outs(good)
+    assert (repo / "dvc.lock").read_text() == (good / "dvc.lock").read_text()
+    assert diff_state(good_state, state(repo)) == {}
+    assert git_status(repo) == [] or all(
+        line.startswith("??") and Path(line[3:]).name.endswith(".tmp") for line in git_status(repo)
+    ), git_status(repo)
+    assert leftovers == [] or set(leftovers) <= set(temp_files(repo))
+
+
+def test_two_clones_in_different_folders_give_identical_outputs(good, good_state, tmp_path):
+    """A `git clone` elsewhere (a path with a space, no DVC cache) reruns every stage and
+    gets byte-identical outputs: dvc.lock equal to the good repository's. (`--force`: the
+    committed metrics and plots of drift would otherwise let DVC skip it.)"""
+    other = tmp_path / "another place" / "clone"
+    other.parent.mkdir(parents=True)
+    run(["git", "clone", "-q", str(good), str(other)], tmp_path)
+    assert not (other / "models" / "model.skops").exists()
+    proc = dvc(other, "repro", "--force", *TARGETS, check=True)
+    assert set(ran(proc.stdout)) == set(STAGES)
+    assert lock_outs(other) == lock_outs(good)
+    assert (other / "dvc.lock").read_text() == (good / "dvc.lock").read_text()
+    assert diff_state(good_state, state(other)) == {}
+    assert git_status(other) == []
+
+
+def test_second_repro_at_once_is_refused_and_the_first_completes(good, good_state, tmp_path):
+    """While `dvc repro` runs drift, a second `dvc repro` in the same folder refuses with a
+    DVC lock error and runs nothing; the first completes with the good outputs."""
+    repo = clone(good, tmp_path / "repo")
+    log = tmp_path / "first.log"
+    first = start(["dvc", "repro", "--force", "--single-item", "drift"], repo, log)
+    try:
+        wait_for(
+            lambda: "Running stage 'drift'" in log.read_text(), timeout=180, what="first repro"
+        )
+        second = dvc(repo, "repro", *TARGETS, timeout=120)
+        still_running = first.poll() is None
+    except BaseException:
+        kill_group(first)
+        raise
+    code = wait_and_close(first, timeout=600)
+    assert still_running, "the first repro ended before the second started: nothing was tested"
+    # DVC holds its repository lock except while a stage command runs; then per-path
+    # read/write locks (.dvc/tmp/rwlock) protect the running stage's deps and outputs
+    said = second.stdout + second.stderr
+    assert second.returncode != 0, said
+    assert "Unable to acquire lock" in said or "is busy, it is being blocked by" in said, said
+    print("second repro:", error_text(second).splitlines()[0])
+    assert ran(second.stdout) == [], said
+    assert code == 0, log.read_text()[-3000:]
+    assert up_to_date(repo)
+    assert diff_state(good_state, state(repo)) == {}
