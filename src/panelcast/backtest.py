@@ -95,8 +95,12 @@ class _Context:
         return float(scores(val[TARGET], model.predict(val[self.cols]))["wape"])
 
 
-def replay_policy(ctx: _Context, policy: PolicySpec) -> Replay:
+def replay_policy(ctx: _Context, policy: PolicySpec, log_level: int = logging.INFO) -> Replay:
     """Replay one policy over the whole backtest (runs in its own worker)."""
+    if not logging.getLogger().handlers:  # a fresh worker process: report progress too
+        logging.basicConfig(
+            level=log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        )
     with threadpool_limits(limits=1):
         return _replay(ctx, policy)
 
@@ -177,6 +181,13 @@ def _replay(ctx: _Context, policy: PolicySpec) -> Replay:
                 }
             )
         out.months.append(record)
+        if month % 12 == 11:
+            logger.info(
+                "policy %s: replayed up to %s, %d retrain(s) so far",
+                policy.name,
+                format_month(month),
+                len(out.events),
+            )
     return out
 
 
@@ -216,7 +227,7 @@ def run_backtest(
         spec.n_jobs,
     )
     return Parallel(n_jobs=spec.n_jobs, verbose=0)(
-        delayed(replay_policy)(ctx, p) for p in spec.policies
+        delayed(replay_policy)(ctx, p, logger.getEffectiveLevel()) for p in spec.policies
     )
 
 
