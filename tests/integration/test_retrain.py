@@ -4,6 +4,7 @@ import json
 import sys
 
 import pytest
+import yaml
 
 from ..conftest import copy_repo, run, set_params
 
@@ -35,7 +36,8 @@ def test_no_drift_does_nothing(tmp_path):
     assert run(["dvc", "exp", "list", "--name-only"], repo).stdout.strip() == ""
 
 
-def test_drift_runs_an_experiment_and_promotes_it_only_past_the_gate(tmp_path):
+@pytest.mark.parametrize("min_gain_pct,promoted", [(5.0, True), (90.0, False)])
+def test_drift_runs_an_experiment_promoted_only_past_the_gate(tmp_path, min_gain_pct, promoted):
     # trained on 2000-2005, the crisis years 2008-2010 drift
     repo = committed_repo(
         tmp_path / "crisis",
@@ -45,19 +47,24 @@ def test_drift_runs_an_experiment_and_promotes_it_only_past_the_gate(tmp_path):
             "windows.test_end": "2007-12",
             "drift.current_start": "2008-01",
             "drift.current_end": "2010-12",
+            "evaluate.gate.min_gain_pct": min_gain_pct,
         },
     )
     assert json.loads((repo / "metrics/drift.json").read_text())["drifted"] is True
     before = (repo / "params.yaml").read_text()
+    model_before = (repo / "models/model.skops").read_bytes()
     proc = retrain(repo)
-    assert proc.returncode in (0, 3), proc.stderr
     name = "retrain-2014-07"
     assert name in run(["dvc", "exp", "list", "--name-only"], repo).stdout
-    show = json.loads(run(["dvc", "exp", "show", "--json"], repo).stdout)
-    assert name in json.dumps(show)
+    assert name in run(["dvc", "exp", "show", "--md"], repo).stdout
     after = (repo / "params.yaml").read_text()
-    if proc.returncode == 0:  # promoted: the workspace now holds the new windows and metrics
-        assert "promoted" in proc.stderr and "2014-07" in after
+    if promoted:  # the workspace now holds the new windows, model and metrics
+        assert proc.returncode == 0, proc.stderr
+        assert "passed the gate" in proc.stderr
+        assert str(yaml.safe_load(after)["windows"]["train_end"]) == "2014-07"
         assert json.loads((repo / "metrics/evaluate.json").read_text())["gate_passed"] is True
+        assert (repo / "models/model.skops").read_bytes() != model_before
     else:  # refused: the deployed model and its params are untouched
+        assert proc.returncode == 3, proc.stderr
         assert "did not pass the gate" in proc.stderr and after == before
+        assert (repo / "models/model.skops").read_bytes() == model_before
