@@ -5,7 +5,7 @@ from dataclasses import replace
 
 import pandas as pd
 
-from panelcast.backtest import run_backtest, summarise
+from panelcast.backtest import BacktestData, run_backtest, summarise
 from panelcast.cli import run_stage
 from panelcast.features import feature_columns
 from panelcast.io import atomic_write, write_csv, write_json
@@ -21,14 +21,16 @@ def main(params, args) -> None:
     spec = params.backtest
     train = replace(params.train, search=replace(params.train.search, enabled=False))
     replays = run_backtest(
-        frame,
-        cols,
-        params.problem.segment,
-        max(params.features.lags),
-        spec,
-        train,
-        params.features.scale,
-        drift_thresholds(params.drift),
+        BacktestData(
+            frame,
+            cols,
+            params.problem.segment,
+            max(params.features.lags),
+            spec,
+            train,
+            params.features.scale,
+            drift_thresholds(params.drift),
+        )
     )
     summary = summarise(replays, spec)
     months = pd.DataFrame([m for r in replays for m in r.months])

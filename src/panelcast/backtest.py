@@ -48,30 +48,22 @@ class Replay:
     fits: int = 0
 
 
-class _Context:
-    """Data and settings shared by all policies."""
+@dataclass
+class BacktestData:
+    """Data and settings shared by all policies of one replay."""
 
-    def __init__(
-        self,
-        frame: pd.DataFrame,
-        cols: list[str],
-        segment: str,
-        warmup: int,
-        spec: BacktestSpec,
-        train: TrainSpec,
-        scale: str,
-        thresholds: DriftThresholds,
-    ):
-        self.frame = frame
-        self.cols = cols
-        self.segment = segment
-        self.warmup = warmup
-        self.spec = spec
-        self.train = train
-        self.scale = scale
-        self.thresholds = thresholds
-        self.start = parse_month(spec.first_train_start, "backtest.first_train_start")
-        self.known = frame[frame[TARGET].notna()]
+    frame: pd.DataFrame
+    cols: list[str]
+    segment: str
+    warmup: int
+    spec: BacktestSpec
+    train: TrainSpec
+    scale: str
+    thresholds: DriftThresholds
+
+    def __post_init__(self) -> None:
+        self.start = parse_month(self.spec.first_train_start, "backtest.first_train_start")
+        self.known = self.frame[self.frame[TARGET].notna()]
 
     def fit(self, until: int) -> Any:
         rows = self.known[self.known[T].between(self.start, until)]
@@ -95,7 +87,7 @@ class _Context:
         return float(scores(val[TARGET], model.predict(val[self.cols]))["wape"])
 
 
-def replay_policy(ctx: _Context, policy: PolicySpec, log_level: int = logging.INFO) -> Replay:
+def replay_policy(ctx: BacktestData, policy: PolicySpec, log_level: int = logging.INFO) -> Replay:
     """Replay one policy over the whole backtest (runs in its own worker)."""
     if not logging.getLogger().handlers:  # a fresh worker process: report progress too
         logging.basicConfig(
@@ -105,7 +97,7 @@ def replay_policy(ctx: _Context, policy: PolicySpec, log_level: int = logging.IN
         return _replay(ctx, policy)
 
 
-def _replay(ctx: _Context, policy: PolicySpec) -> Replay:
+def _replay(ctx: BacktestData, policy: PolicySpec) -> Replay:
     spec = ctx.spec
     first_end = parse_month(spec.first_train_end, "backtest.first_train_end")
     end = parse_month(spec.end, "backtest.end")
@@ -192,7 +184,7 @@ def _replay(ctx: _Context, policy: PolicySpec) -> Replay:
 
 
 def _challenge(
-    ctx: _Context, champion: Deployed, live: list[pd.DataFrame], month: int
+    ctx: BacktestData, champion: Deployed, live: list[pd.DataFrame], month: int
 ) -> tuple[Deployed, bool]:
     """Fit a challenger up to ``month - validation_months``; promote it if better live."""
     cut = month - ctx.spec.validation_months
@@ -207,18 +199,9 @@ def _challenge(
     return champion, False
 
 
-def run_backtest(
-    frame: pd.DataFrame,
-    cols: list[str],
-    segment: str,
-    warmup: int,
-    spec: BacktestSpec,
-    train: TrainSpec,
-    scale: str,
-    thresholds: DriftThresholds,
-) -> list[Replay]:
+def run_backtest(ctx: BacktestData) -> list[Replay]:
     """Replay every policy (in parallel across policies); same data, same months."""
-    ctx = _Context(frame, cols, segment, warmup, spec, train, scale, thresholds)
+    spec = ctx.spec
     logger.info(
         "backtest: %d policies from %s to %s, %d worker(s)",
         len(spec.policies),

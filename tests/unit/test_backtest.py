@@ -4,7 +4,7 @@ from dataclasses import replace
 
 import pytest
 
-from panelcast.backtest import run_backtest, summarise
+from panelcast.backtest import BacktestData, run_backtest, summarise
 from panelcast.config import BacktestSpec, PolicySpec, WindowSpec
 from panelcast.features import build_features, feature_columns
 from panelcast.monitoring import drift_thresholds
@@ -45,14 +45,16 @@ def replays(params):
         search=replace(params.train.search, enabled=False),
     )
     out = run_backtest(
-        frame,
-        feature_columns(frame, params.problem),
-        "city",
-        24,
-        spec,
-        train,
-        "log_ratio",
-        drift_thresholds(params.drift),
+        BacktestData(
+            frame,
+            feature_columns(frame, params.problem),
+            "city",
+            24,
+            spec,
+            train,
+            "log_ratio",
+            drift_thresholds(params.drift),
+        )
     )
     return out, spec
 
