@@ -7,7 +7,9 @@ BIN := $(VENV)/bin
 export DVC_NO_ANALYTICS := 1
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: setup repro test test-fast lint format metrics-diff retrain clean-venv
+.PHONY: setup repro test test-fast lint format metrics-diff pr-diff retrain clean-venv
+
+BASE ?= main
 
 # (Re)create the virtualenv when it is missing or the lock file changed.
 $(STAMP): requirements.lock pyproject.toml
@@ -34,10 +36,11 @@ lint: $(STAMP)
 format: $(STAMP)
 	ruff format . && ruff check --fix .
 
-# Metrics and params of the workspace against main, as Markdown for a pull request.
-metrics-diff: $(STAMP)
-	dvc metrics diff --md main
-	dvc params diff --md main
+# Metrics and params of the workspace against BASE (default main), as Markdown for a pull request.
+pr-diff: $(STAMP)
+	scripts/pr_diff.sh $(BASE)
+
+metrics-diff: pr-diff
 
 # Act on the drift verdict: retrain as a DVC experiment, promote it only if the gate passes.
 retrain: $(STAMP)

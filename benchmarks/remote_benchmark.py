@@ -3,7 +3,7 @@ S3-compatible SeaweedFS server on 127.0.0.1 (scripts/s3_server.py).
 
 Two payloads in a copy of the repository: the pipeline's outputs (`dvc repro` once, with
 params.yaml as it is, or `--fast`: search off) and random bytes generated locally
-(default 100 MB in 10 files, `dvc add`ed). For each payload, remote and repeat: `dvc push`
+(default 100 MiB in 10 files, `dvc add`ed). For each payload, remote and repeat: `dvc push`
 to an empty location, then `dvc pull` into a fresh `git clone` (empty cache), timed with
 the wall clock. Figures are printed, never asserted.
 
@@ -116,7 +116,7 @@ def prepare(work: Path, fast: bool, mb: int, files: int) -> tuple[Path, list[Pay
     sh(["git", "commit", "-q", "-m", "repro and payload"], repo)
 
     # What each payload transfers: measured once on a scratch local remote.
-    payloads = [Payload("pipeline outputs", "dvc.yaml"), Payload(f"{mb} MB random", "payload.dvc")]
+    payloads = [Payload("pipeline outputs", "dvc.yaml"), Payload(f"{mb} MiB random", "payload.dvc")]
     for p in payloads:
         scratch = work / f"measure-{p.target}"
         configure(repo, "local", str(scratch), None)
@@ -166,7 +166,7 @@ def report(results: list[Result], repeats: int) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--fast", action="store_true", help="pipeline with the search off")
-    parser.add_argument("--mb", type=int, default=100, help="random payload size (MB)")
+    parser.add_argument("--mb", type=int, default=100, help="random payload size (MiB)")
     parser.add_argument("--files", type=int, default=10, help="random payload file count")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--keep", action="store_true", help="keep the work directory")

@@ -63,7 +63,10 @@ section() { # title, command...: the command's Markdown table, or "No change."
     rows="$(grep -c '^|' <<<"$out" || true)"
     printf '### %s\n\n' "$title"
     if [[ "$rows" -gt 2 ]]; then
-        printf '%s\n\n' "$out"
+        # header and separator, then the rows sorted (dvc's row order varies run to run)
+        head -n 2 <<<"$out"
+        tail -n +3 <<<"$out" | LC_ALL=C sort
+        printf '\n'
     else
         printf '_No change._\n\n'
     fi
