@@ -22,6 +22,12 @@ def main(params, args) -> None:
         model = loads_model(handle.read(), MODEL)
     cols = list(read_json("models/metadata.json")["features"])
     baseline = read_json("metrics/baseline.json")
+    missing = [k for k in ("best_rule", "best") if k not in baseline]
+    if missing:
+        raise StageError(
+            f"metrics/baseline.json: missing key(s) {missing} (edited by hand?); restore it "
+            f"with `git checkout -- metrics/baseline.json` or rerun `dvc repro baseline`."
+        )
     best_rule = baseline["best_rule"]
     rules = pd.read_parquet("data/baseline.parquet")
     test = features[features[WINDOW] == "test"].reset_index(drop=True)

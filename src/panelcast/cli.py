@@ -40,7 +40,10 @@ def run_stage(
         params = load_params(args.params)
         body(params, args)
     except ParamsError as exc:
-        log.error("stage '%s' refused its parameters: %s", name, exc)
+        text = str(exc)
+        if args.params not in text:  # raised after loading, e.g. by panelcast.model
+            text = f"{args.params}: {text}"
+        log.error("stage '%s' refused its parameters: %s", name, text)
         sys.exit(2)
     except FileNotFoundError as exc:
         log.error(

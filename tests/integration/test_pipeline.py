@@ -9,6 +9,7 @@ from ..conftest import copy_repo, run, set_params
 
 pytestmark = pytest.mark.slow
 STAGES = [
+    "check_params",
     "collect",
     "validate",
     "features",
@@ -87,7 +88,7 @@ def test_hyperparameter_change_reruns_only_train_and_after(repo):
     change = "train.hyperparameters.max_iter=150"
     proc = run(["dvc", "exp", "run", "-n", "more-trees", "-S", change], repo)
     # the backtest replays the same estimator with the same hyperparameters, so it reruns too
-    assert ran(proc.stdout) == {"train", "evaluate", "drift", "backtest"}
+    assert ran(proc.stdout) == {"check_params", "train", "evaluate", "drift", "backtest"}
     show = json.loads(run(["dvc", "exp", "show", "--json"], repo).stdout)
     assert "more-trees" in json.dumps(show)
     diff = json.loads(run(["dvc", "metrics", "diff", "--json"], repo).stdout)
