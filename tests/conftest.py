@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 from panelcast.config import load_params
 
@@ -30,6 +31,10 @@ PROJECT_FILES = [
     "scripts",
     "Makefile",
 ]
+
+
+#: The pipeline's stages, in dvc.yaml order.
+PIPELINE_STAGES = tuple(yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"])
 
 
 @pytest.fixture(scope="session")
@@ -130,8 +135,6 @@ def copy_repo(dest: Path, git: bool = True, full_backtest: bool = False) -> Path
 
 def set_params(repo: Path, updates: dict) -> None:
     """Edit params.yaml in a copy (dotted keys), keeping the rest."""
-    import yaml
-
     path = repo / "params.yaml"
     data = yaml.safe_load(path.read_text())
     for dotted, value in updates.items():

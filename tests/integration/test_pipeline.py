@@ -5,20 +5,10 @@ import json
 import pytest
 import yaml
 
-from ..conftest import copy_repo, run, set_params
+from ..conftest import PIPELINE_STAGES, copy_repo, run, set_params
 
 pytestmark = pytest.mark.slow
-STAGES = [
-    "check_params",
-    "collect",
-    "validate",
-    "features",
-    "baseline",
-    "train",
-    "evaluate",
-    "drift",
-    "backtest",
-]
+STAGES = PIPELINE_STAGES
 
 
 def ran(output: str) -> set[str]:

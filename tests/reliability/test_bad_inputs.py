@@ -40,7 +40,6 @@ from .helpers import (
     failed_stage,
     git_status,
     gitignores,
-    good_repo,
     line_with_all,
     outputs_by_stage,
     point_source_at,
@@ -319,16 +318,6 @@ class Outcome:
 
 
 _OUTCOMES: dict[str, Outcome] = {}
-
-
-@pytest.fixture(scope="module")
-def good(tmp_path_factory) -> Path:
-    return good_repo(tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
-def good_state(good) -> dict[str, str]:
-    return state(good)
 
 
 @pytest.fixture(scope="module")

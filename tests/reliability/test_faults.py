@@ -26,7 +26,6 @@ from .helpers import (
     error_text,
     forget_results,
     git_status,
-    good_repo,
     kill_group,
     lock_outs,
     md5,
@@ -48,16 +47,6 @@ OUTPUTS = {
     ],
     "drift": ["metrics/drift.json", "plots/drift_effects.csv"],
 }
-
-
-@pytest.fixture(scope="module")
-def good(tmp_path_factory) -> Path:
-    return good_repo(tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
-def good_state(good) -> dict[str, str]:
-    return state(good)
 
 
 def up_to_date(repo: Path) -> bool:
