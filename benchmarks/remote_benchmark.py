@@ -14,7 +14,6 @@ the wall clock. Figures are printed, never asserted.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import platform
 import shutil
@@ -30,18 +29,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from tests.conftest import copy_repo, set_params  # noqa: E402
+from tests.integration.remote_helpers import load_s3_server  # noqa: E402
 
 REMOTE = "bench"  # remote name, configured --local in the copy and in every clone
-
-
-def load_s3_server():
-    if "s3_server" in sys.modules:
-        return sys.modules["s3_server"]
-    spec = importlib.util.spec_from_file_location("s3_server", ROOT / "scripts" / "s3_server.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["s3_server"] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def env_for(repo: Path) -> dict[str, str]:

@@ -9,7 +9,7 @@ from panelcast.config import parse_month
 from panelcast.drift import compare
 from panelcast.features import T
 from panelcast.io import read_json, write_csv, write_json
-from panelcast.model import loads_model
+from panelcast.model import load_model
 from panelcast.monitoring import drift_thresholds, monitored_frame
 
 logger = logging.getLogger("panelcast.stages.drift")
@@ -30,8 +30,7 @@ def main(params, args) -> None:
             f"data/features.parquet (which spans "
             f"{features['period'].min()}..{features['period'].max()})."
         )
-    with open(MODEL, "rb") as handle:
-        model = loads_model(handle.read(), MODEL)
+    model = load_model(MODEL)
     cols = list(read_json("models/metadata.json")["features"])
     frame, _, _ = monitored_frame(current, cols, model.predict(current[cols]))
     report = compare(read_json("models/reference.json"), frame, drift_thresholds(d))

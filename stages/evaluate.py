@@ -9,7 +9,7 @@ from panelcast.evaluation import gain_pct, gate, per_segment
 from panelcast.features import PERIOD, TARGET, WINDOW, T
 from panelcast.io import read_json, write_csv, write_json, write_parquet
 from panelcast.metrics import scores
-from panelcast.model import loads_model
+from panelcast.model import load_model
 
 logger = logging.getLogger("panelcast.stages.evaluate")
 MODEL = "models/model.skops"
@@ -18,8 +18,7 @@ MODEL = "models/model.skops"
 def main(params, args) -> None:
     seg, metric = params.problem.segment, params.problem.metric
     features = pd.read_parquet("data/features.parquet")
-    with open(MODEL, "rb") as handle:
-        model = loads_model(handle.read(), MODEL)
+    model = load_model(MODEL)
     cols = list(read_json("models/metadata.json")["features"])
     baseline = read_json("metrics/baseline.json")
     missing = [k for k in ("best_rule", "best") if k not in baseline]

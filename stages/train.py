@@ -3,6 +3,7 @@ its metadata, and the reference statistics the drift stage compares against."""
 
 import logging
 import platform
+from dataclasses import asdict
 
 import numpy as np
 import pandas as pd
@@ -51,7 +52,7 @@ def main(params, args) -> None:
             "rows": int(len(train)),
         },
         "data_sha256": collect["source"]["sha256"],
-        "params": {"train": _plain(params.train), "features": _plain(params.features)},
+        "params": {"train": asdict(params.train), "features": asdict(params.features)},
         "versions": {
             "python": platform.python_version(),
             "scikit-learn": sklearn.__version__,
@@ -79,12 +80,6 @@ def main(params, args) -> None:
             report["search"]["best_params"],
         )
     write_json("metrics/train.json", metrics)
-
-
-def _plain(obj):
-    from dataclasses import asdict
-
-    return asdict(obj)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ import logging
 import pandas as pd
 
 from .config import GateSpec, ProblemSpec
-from .features import TARGET, WINDOW, T
+from .features import TARGET, WINDOW, T, panel
 from .metrics import scores, scores_by
 from .rules import RULES, predict_rules
 
@@ -18,8 +18,6 @@ def rule_predictions(
     table: pd.DataFrame, features: pd.DataFrame, problem: ProblemSpec, rules: list[str]
 ) -> tuple[pd.DataFrame, dict[str, int]]:
     """Rule forecasts for every row of the feature table, and fallbacks counted on the test rows."""
-    from .features import panel
-
     seg = problem.segment
     grid, _ = panel(table, problem, [])
     keys = features[[seg, T, WINDOW]]

@@ -8,6 +8,7 @@ import json
 import logging
 import re
 import zipfile
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -304,6 +305,11 @@ def loads_model(data: bytes, source: str = "<bytes>") -> Any:
             f"{source}: the model file is corrupt ({type(exc).__name__}: {exc}); "
             f"restore the last good one with `dvc checkout`."
         ) from None
+
+
+def load_model(path: str | Path) -> Any:
+    """Read and load a model file with :func:`loads_model` (errors name the file)."""
+    return loads_model(Path(path).read_bytes(), str(path))
 
 
 def model_card(model: LevelRatioRegressor) -> dict:
