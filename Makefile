@@ -15,8 +15,8 @@ BASE ?= main
 $(STAMP): requirements.lock pyproject.toml
 	@command -v uv >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet uv==0.13.9
 	@test -x $(BIN)/python || uv venv --quiet --python $(PYTHON) $(VENV)
-	uv pip sync --quiet --python $(BIN)/python --require-hashes requirements.lock
-	uv pip install --quiet --python $(BIN)/python --no-deps -e .
+	uv pip sync --quiet --compile-bytecode --python $(BIN)/python --require-hashes requirements.lock
+	uv pip install --quiet --compile-bytecode --python $(BIN)/python --no-deps -e .
 	@touch $(STAMP)
 
 setup: $(STAMP)

@@ -1,4 +1,4 @@
-"""Statistical and speed benchmark of panelcast.drift on synthetic windows.
+"""Statistical and speed benchmark of panelcast.monitoring.drift on synthetic windows.
 
 Draws a reference window and three current windows (no drift / irrelevant shift / relevant
 shift) of 12 numeric + 4 categorical columns, many times per size, and prints how often
@@ -27,7 +27,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from panelcast.drift import DriftThresholds, build_profile, compare  # noqa: E402
+from panelcast.monitoring.drift import DriftThresholds, build_profile, compare  # noqa: E402
 
 DEFAULT_SIZES = (2_000, 10_000, 100_000, 1_000_000)
 DEFAULT_REPEATS = {2_000: 200, 10_000: 200, 100_000: 100, 1_000_000: 20}

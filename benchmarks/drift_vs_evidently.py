@@ -1,9 +1,9 @@
-"""panelcast.drift against Evidently's DataDriftPreset on the same 1M x 16 windows.
+"""panelcast.monitoring.drift against Evidently's DataDriftPreset on the same 1M x 16 windows.
 
 Evidently is never a dependency of the project: this script makes a throw-away virtualenv
 in a temporary folder (``uv venv`` + ``uv pip install evidently==<0.7.x> 'pandas<3'``),
 writes the windows to parquet, runs Evidently's default DataDriftPreset report there as a
-subprocess, runs panelcast.drift in this process on the same files, and prints times, the
+subprocess, runs panelcast.monitoring.drift in this process on the same files, and prints times, the
 speed ratio (target: ours >= 30x faster; PASS/MISS, no assertion) and how the per-column
 verdicts agree.
 
@@ -44,7 +44,7 @@ sys.path.insert(0, str(HERE))
 
 from drift_benchmark import CAT_NAMES, NUM_NAMES, draw_window  # noqa: E402
 
-from panelcast.drift import DriftThresholds, build_profile, compare  # noqa: E402
+from panelcast.monitoring.drift import DriftThresholds, build_profile, compare  # noqa: E402
 
 DEFAULT_EVIDENTLY = "0.7.23"  # newest 0.7.x on PyPI when written (pip index versions evidently)
 

@@ -1,12 +1,12 @@
-"""Retrain and redeploy on demand: `make retrain` (see panelcast.retrain)."""
+"""Retrain and redeploy on demand: `make retrain` (see panelcast.production.retrain)."""
 
 import logging
 
-from panelcast.cli import run_stage
-from panelcast.io import dumps_json
-from panelcast.retrain import retrain
+from panelcast.core.io import dumps_json
+from panelcast.core.stage import run_stage
+from panelcast.production.retrain import retrain
 
-logger = logging.getLogger("panelcast.retrain")
+logger = logging.getLogger("panelcast.production.retrain")
 
 
 def main(params, args) -> None:

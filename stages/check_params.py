@@ -5,12 +5,12 @@ unknown or misspelled top-level key (nothing it tracks changed). The output neve
 while the params are valid, so the stages after it do not rerun on its account.
 """
 
-from panelcast.cli import run_stage
-from panelcast.io import write_json
+from panelcast.core.io import write_json
+from panelcast.core.stage import run_stage
 
 
 def main(params, args) -> None:
-    write_json("metrics/params_check.json", {"file": args.params, "valid": True})
+    write_json(params.paths.metric("params_check"), {"file": args.params, "valid": True})
 
 
 if __name__ == "__main__":

@@ -2,16 +2,16 @@
 
 import pandas as pd
 
-from panelcast.cli import run_stage
-from panelcast.features import build_features
-from panelcast.io import write_json, write_parquet
+from panelcast.core.io import write_json, write_parquet
+from panelcast.core.stage import run_stage
+from panelcast.modelling.features import build_features
 
 
 def main(params, args) -> None:
-    table = pd.read_parquet("data/validated.parquet")
+    table = pd.read_parquet(params.paths.validated)
     frame, summary = build_features(table, params.problem, params.features, params.windows)
-    write_parquet("data/features.parquet", frame)
-    write_json("metrics/features.json", summary)
+    write_parquet(params.paths.features, frame)
+    write_json(params.paths.metric("features"), summary)
 
 
 if __name__ == "__main__":

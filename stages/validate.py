@@ -1,34 +1,22 @@
 """Stage validate: check the snapshot against the data contract; refuse it on any error."""
 
-import logging
-
 import pandas as pd
 
-from panelcast.cli import StageError, run_stage
-from panelcast.contract import check, format_failures, load_contract, report
-from panelcast.io import write_json, write_parquet
-
-logger = logging.getLogger("panelcast.stages.validate")
+from panelcast.core.io import write_json, write_parquet
+from panelcast.core.stage import run_stage
+from panelcast.data.contract import load_contract
+from panelcast.pipeline.validate import refusal, validate
 
 
 def main(params, args) -> None:
-    src, problem = params.source, params.problem
-    contract = load_contract(src.contract)
-    frame = pd.read_parquet(src.snapshot)
-    failures = check(frame, contract, (problem.time.year_column, problem.time.month_column))
-    result = report(failures, src.snapshot, src.contract, len(frame))
-    write_json("metrics/validate.json", result)
-    text = format_failures(failures, src.snapshot)
-    if not result["passed"]:
-        raise StageError(
-            f"{src.snapshot} breaks the data contract {src.contract}: {result['errors']} error(s), "
-            f"{result['warnings']} warning(s):\n{text}"
-        )
-    for line in text.splitlines():
-        logger.warning(line)
-    ordered = frame.sort_values(contract.key, kind="stable").reset_index(drop=True)
-    write_parquet("data/validated.parquet", ordered)
-    logger.info("contract passed: %d rows, %d warning(s)", len(frame), result["warnings"])
+    paths = params.paths
+    contract = load_contract(paths.contract)
+    frame = pd.read_parquet(paths.snapshot)
+    table, result, text = validate(frame, contract, params.problem, paths.snapshot, paths.contract)
+    write_json(paths.metric("validate"), result)
+    if table is None:
+        raise refusal(result, text, paths.snapshot, paths.contract)
+    write_parquet(paths.validated, table)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from panelcast.config import load_params
+from panelcast.core.config import load_params
 
 ROOT = Path(__file__).resolve().parents[1]
 PROJECT_FILES = [

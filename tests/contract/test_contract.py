@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from panelcast.contract import check, format_failures, load_contract, report
-from panelcast.sources import SourceError, parse_table, read_source
+from panelcast.data.contract import check, format_failures, load_contract, report
+from panelcast.data.sources import SourceError, parse_table, read_source
 
 from ..conftest import ROOT
 

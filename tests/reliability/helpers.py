@@ -190,7 +190,7 @@ def forget_results(repo: Path, stage: str) -> None:
 
 @functools.lru_cache(maxsize=1)
 def _real_bytes() -> bytes:
-    from panelcast.sources import read_source
+    from panelcast.data.sources import read_source
 
     return read_source(SOURCE_URI).data
 

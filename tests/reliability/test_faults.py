@@ -56,7 +56,7 @@ def up_to_date(repo: Path) -> bool:
 
 KILLED_WRITER = """
 import sys, time
-from panelcast.io import atomic_write
+from panelcast.core.io import atomic_write
 
 def writer(tmp):
     with open(tmp, "wb") as handle:
@@ -70,7 +70,7 @@ atomic_write(sys.argv[1], writer)
 
 
 def test_sigkill_during_a_write_leaves_the_old_file(tmp_path):
-    """The last step of every stage: SIGKILL while panelcast.io.atomic_write is writing keeps
+    """The last step of every stage: SIGKILL while panelcast.core.io.atomic_write is writing keeps
     the previous file whole; only a hidden temporary file may stay behind."""
     target = tmp_path / "models" / "model.skops"
     target.parent.mkdir()

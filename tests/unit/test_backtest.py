@@ -4,11 +4,11 @@ from dataclasses import replace
 
 import pytest
 
-from panelcast.backtest import BacktestData, run_backtest, summarise
-from panelcast.config import BacktestSpec, PolicySpec, WindowSpec
-from panelcast.features import build_features, feature_columns
-from panelcast.monitoring import drift_thresholds
-from panelcast.retrain import plan
+from panelcast.core.config import BacktestSpec, PolicySpec, WindowSpec
+from panelcast.modelling.features import build_features, feature_columns
+from panelcast.monitoring.backtest import BacktestData, run_backtest, summarise
+from panelcast.monitoring.reference import drift_thresholds
+from panelcast.production.retrain import plan
 
 from ..conftest import make_panel
 

@@ -5,7 +5,8 @@ import copy
 import pytest
 import yaml
 
-from panelcast.config import ParamsError, format_month, load_params, params_from_dict, parse_month
+from panelcast.core.config import ParamsError, load_params, params_from_dict, parse_month
+from panelcast.core.periods import format_period as format_month
 
 from ..conftest import ROOT
 

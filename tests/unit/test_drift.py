@@ -1,4 +1,4 @@
-"""Unit tests for panelcast.drift: statistics against scipy, then behaviour of compare()."""
+"""Unit tests for panelcast.monitoring.drift: statistics against scipy, then compare()."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from panelcast.drift import (
+from panelcast.monitoring.drift import (
     DriftThresholds,
     benjamini_hochberg,
     build_profile,

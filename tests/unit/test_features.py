@@ -4,8 +4,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from panelcast.config import WindowSpec
-from panelcast.features import TARGET, build_features, feature_columns, panel
+from panelcast.core.config import WindowSpec
+from panelcast.core.periods import TARGET
+from panelcast.modelling.features import build_features, feature_columns, panel
 
 from ..conftest import make_panel
 

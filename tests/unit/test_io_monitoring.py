@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from panelcast.io import atomic_write, clean_float, read_json, write_json
-from panelcast.monitoring import monitored_frame, steady_state
+from panelcast.core.io import atomic_write, clean_float, read_json, write_json
+from panelcast.monitoring.reference import monitored_frame, steady_state
 
 
 def test_atomic_write_keeps_the_old_file_when_the_writer_fails(tmp_path):

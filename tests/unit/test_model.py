@@ -8,9 +8,11 @@ import numpy as np
 import pytest
 import skops.io as sio
 
-from panelcast.config import ParamsError, WindowSpec
-from panelcast.features import LEVEL_FEATURE, TARGET, T, build_features, feature_columns
-from panelcast.model import (
+from panelcast.core.config import WindowSpec
+from panelcast.core.errors import ParamsError
+from panelcast.core.periods import LEVEL_FEATURE, TARGET, T
+from panelcast.modelling.features import build_features, feature_columns
+from panelcast.modelling.model import (
     UntrustedModelError,
     dumps_model,
     fit_model,

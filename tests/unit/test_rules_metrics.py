@@ -4,11 +4,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from panelcast.config import GateSpec
-from panelcast.evaluation import gain_pct, gate
-from panelcast.features import panel
-from panelcast.metrics import scores
-from panelcast.rules import predict_rules
+from panelcast.core.config import GateSpec
+from panelcast.modelling.evaluation import gain_pct, gate
+from panelcast.modelling.features import panel
+from panelcast.modelling.metrics import scores
+from panelcast.modelling.rules import predict_rules
 
 
 def test_scores_known_values():
@@ -47,7 +47,7 @@ def test_rules_on_a_known_panel(params, panel_frame):
 
 def test_unknown_rule():
     grid = pd.DataFrame({"city": ["A"], "t": [0], "y": [1.0]})
-    from panelcast.config import ProblemSpec, TimeSpec
+    from panelcast.core.config import ProblemSpec, TimeSpec
 
     problem = ProblemSpec("q", "city", TimeSpec("year", "month"), "y", 1, "mae", "s")
     with pytest.raises(ValueError, match="unknown rule"):

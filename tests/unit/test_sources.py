@@ -5,7 +5,7 @@ import hashlib
 import pandas as pd
 import pytest
 
-from panelcast.sources import SourceError, parse_table, provenance, read_source
+from panelcast.data.sources import SourceError, parse_table, provenance, read_source
 
 
 def test_package_source_is_the_real_table():

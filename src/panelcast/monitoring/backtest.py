@@ -18,12 +18,12 @@ import pandas as pd
 from joblib import Parallel, delayed
 from threadpoolctl import threadpool_limits
 
-from .config import BacktestSpec, PolicySpec, TrainSpec, format_month, parse_month
+from ..core.config import BacktestSpec, PolicySpec, TrainSpec
+from ..core.periods import LEVEL_FEATURE, TARGET, T, format_period, parse_period
+from ..modelling.metrics import scores
+from ..modelling.model import fit_model
 from .drift import DriftThresholds, build_profile, compare
-from .features import LEVEL_FEATURE, TARGET, T
-from .metrics import scores
-from .model import fit_model
-from .monitoring import monitored_frame, steady_state
+from .reference import monitored_frame, steady_state
 
 logger = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ class BacktestData:
     thresholds: DriftThresholds
 
     def __post_init__(self) -> None:
-        self.start = parse_month(self.spec.first_train_start, "backtest.first_train_start")
+        self.start = parse_period(self.spec.first_train_start)
         self.known = self.frame[self.frame[TARGET].notna()]
 
     def fit(self, until: int) -> Any:
@@ -99,8 +99,8 @@ def replay_policy(ctx: BacktestData, policy: PolicySpec, log_level: int = loggin
 
 def _replay(ctx: BacktestData, policy: PolicySpec) -> Replay:
     spec = ctx.spec
-    first_end = parse_month(spec.first_train_end, "backtest.first_train_end")
-    end = parse_month(spec.end, "backtest.end")
+    first_end = parse_period(spec.first_train_end)
+    end = parse_period(spec.end)
     out = Replay(policy.name)
     champion = ctx.deploy(first_end, ctx.validation_wape(first_end))
     out.fits += 2
@@ -115,7 +115,7 @@ def _replay(ctx: BacktestData, policy: PolicySpec) -> Replay:
         live.append(frame)
         scored = frame[frame[TARGET].notna()]
         record = {
-            "month": format_month(month),
+            "month": format_period(month),
             "policy": policy.name,
             "n": int(len(scored)),
             "mae": None,
@@ -127,7 +127,7 @@ def _replay(ctx: BacktestData, policy: PolicySpec) -> Replay:
             "max_effect": None,
             "error_alarm": False,
             "retrain": "",
-            "model_trained_until": format_month(champion.trained_until),
+            "model_trained_until": format_period(champion.trained_until),
         }
         if len(scored):
             s = scores(scored[TARGET], scored["prediction"])
@@ -167,7 +167,7 @@ def _replay(ctx: BacktestData, policy: PolicySpec) -> Replay:
             )
             out.events.append(
                 {
-                    "month": format_month(month),
+                    "month": format_period(month),
                     "promoted": promoted,
                     "trigger": reason.strip("+") or policy.kind,
                 }
@@ -177,7 +177,7 @@ def _replay(ctx: BacktestData, policy: PolicySpec) -> Replay:
             logger.info(
                 "policy %s: replayed up to %s, %d retrain(s) so far",
                 policy.name,
-                format_month(month),
+                format_period(month),
                 len(out.events),
             )
     return out
@@ -216,11 +216,11 @@ def run_backtest(ctx: BacktestData) -> list[Replay]:
 
 def summarise(replays: list[Replay], spec: BacktestSpec) -> dict:
     """Per policy: error overall and in the crisis, number of retrains and fits, drift months."""
-    cs, ce = parse_month(spec.crisis_start, ""), parse_month(spec.crisis_end, "")
+    cs, ce = parse_period(spec.crisis_start), parse_period(spec.crisis_end)
     out = {}
     for r in replays:
         months = pd.DataFrame(r.months)
-        t = months["month"].map(lambda m: parse_month(m, ""))
+        t = months["month"].map(parse_period)
         out[r.policy] = {
             **_pooled(months, ""),
             **_pooled(months[(t >= cs) & (t <= ce)], "crisis_"),

@@ -19,13 +19,12 @@ from typing import Any, Literal
 
 import yaml
 
+from .errors import ParamsError
+from .periods import parse_period
+
 logger = logging.getLogger(__name__)
 
 Month = str  # "YYYY-MM"
-
-
-class ParamsError(ValueError):
-    """A parameter file does not match the expected schema."""
 
 
 # --------------------------------------------------------------------------- sections
@@ -60,8 +59,31 @@ class SourceSpec:
     format: Literal["csv", "parquet", "auto"]
     name: str
     licence: str
-    snapshot: str
+
+
+@dataclass(frozen=True)
+class PathsSpec:
+    """Every file the pipeline reads or writes, named once (``dvc.yaml`` uses ``${paths.*}``)."""
+
     contract: str
+    snapshot: str
+    validated: str
+    features: str
+    baseline: str
+    predictions: str
+    model: str
+    model_metadata: str
+    reference: str
+    metrics: str
+    plots: str
+
+    def metric(self, stage: str) -> Path:
+        """The metrics file of ``stage``: ``<paths.metrics>/<stage>.json``."""
+        return Path(self.metrics) / f"{stage}.json"
+
+    def plot(self, name: str) -> Path:
+        """A plot data file: ``<paths.plots>/<name>``."""
+        return Path(self.plots) / name
 
 
 @dataclass(frozen=True)
@@ -173,6 +195,13 @@ class BacktestSpec:
 
 
 @dataclass(frozen=True)
+class ComputeSpec:
+    """How much of the machine one process uses; parallelism comes from processes."""
+
+    threads: int
+
+
+@dataclass(frozen=True)
 class RetrainSpec:
     """On-demand retraining: how the windows move when drift says retrain."""
 
@@ -186,6 +215,7 @@ class Params:
 
     problem: ProblemSpec
     source: SourceSpec
+    paths: PathsSpec
     windows: WindowSpec
     features: FeatureSpec
     baseline: BaselineSpec
@@ -194,6 +224,7 @@ class Params:
     drift: DriftSpec
     backtest: BacktestSpec
     retrain: RetrainSpec
+    compute: ComputeSpec
 
 
 # --------------------------------------------------------------------------- strict parsing
@@ -306,20 +337,11 @@ def _join(prefix: str, key: str) -> str:
 
 
 def parse_month(value: str, key: str) -> int:
-    """Turn ``"YYYY-MM"`` into a month index (year * 12 + month - 1)."""
+    """Period index of ``value``; a :class:`ParamsError` naming ``key`` when malformed."""
     try:
-        year_s, month_s = value.split("-")
-        year, month = int(year_s), int(month_s)
-    except (ValueError, AttributeError):
-        raise ParamsError(f"params key '{key}' must be a month 'YYYY-MM', got {value!r}.") from None
-    if not 1 <= month <= 12:
-        raise ParamsError(f"params key '{key}' has month {month} outside 1..12 in {value!r}.")
-    return year * 12 + month - 1
-
-
-def format_month(index: int) -> str:
-    """Inverse of :func:`parse_month`."""
-    return f"{index // 12:04d}-{index % 12 + 1:02d}"
+        return parse_period(value)
+    except ValueError as exc:
+        raise ParamsError(f"params key '{key}': {exc}.") from None
 
 
 def _semantic_checks(p: Params) -> None:

@@ -6,8 +6,9 @@ import logging
 
 import pandas as pd
 
-from .config import GateSpec, ProblemSpec
-from .features import TARGET, WINDOW, T, panel
+from ..core.config import GateSpec, ProblemSpec
+from ..core.periods import TARGET, WINDOW, T
+from .features import panel
 from .metrics import scores, scores_by
 from .rules import RULES, predict_rules
 

@@ -19,7 +19,9 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from .config import ParamsError, build_strict, parse_month
+from ..core.config import build_strict
+from ..core.errors import ParamsError
+from ..core.periods import current_period, format_period, parse_period, period_index
 
 logger = logging.getLogger(__name__)
 
@@ -337,14 +339,14 @@ def _check_time(
     ycol, mcol = time_columns
     year, month = numeric_view[ycol], numeric_view[mcol]
     ok = year.notna() & month.notna() & month.between(1, 12)
-    index = (year[ok] * 12 + month[ok] - 1).astype(int)
-    label = year[ok].astype(int).astype(str) + "-" + month[ok].astype(int).map("{:02d}".format)
+    index = period_index(year[ok], month[ok]).astype(int)
+    label = index.map(format_period)
     limits = []
     if rule.not_before:
         limits.append(
             (
                 "not_before",
-                index < parse_month(rule.not_before, "time.not_before"),
+                index < parse_period(rule.not_before),
                 f"before {rule.not_before}",
             )
         )
@@ -352,7 +354,7 @@ def _check_time(
         limits.append(
             (
                 "not_after",
-                index > parse_month(rule.not_after, "time.not_after"),
+                index > parse_period(rule.not_after),
                 f"after {rule.not_after}",
             )
         )
@@ -361,7 +363,7 @@ def _check_time(
         limits.append(
             (
                 "no_future",
-                index > today.year * 12 + today.month - 1,
+                index > current_period(today),
                 f"in the future (after {today:%Y-%m})",
             )
         )

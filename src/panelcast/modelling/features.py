@@ -14,12 +14,23 @@ import logging
 import numpy as np
 import pandas as pd
 
-from .config import FeatureSpec, ProblemSpec, WindowSpec, format_month, parse_month
+from ..core.config import FeatureSpec, ProblemSpec, WindowSpec
+from ..core.errors import ParamsError
+from ..core.periods import (
+    LEVEL_FEATURE,
+    PERIOD,
+    SEASON_FEATURE,
+    SEGMENT_FEATURE,
+    TARGET,
+    WINDOW,
+    T,
+    format_period,
+    parse_period,
+    period_index,
+    season_of,
+)
 
 logger = logging.getLogger(__name__)
-
-PERIOD, T, WINDOW, TARGET = "period", "t", "window", "target"
-SEGMENT_FEATURE, LEVEL_FEATURE, MONTH_FEATURE = "segment", "log_level", "month_of_year"
 
 
 def meta_columns(problem: ProblemSpec) -> list[str]:
@@ -34,10 +45,10 @@ def feature_columns(frame: pd.DataFrame, problem: ProblemSpec) -> list[str]:
 
 
 def month_index(frame: pd.DataFrame, problem: ProblemSpec) -> pd.Series:
-    """Month index (year * 12 + month - 1) from the time columns."""
+    """Period index of each row, from the time columns named in params."""
     year = frame[problem.time.year_column].astype("int64")
     month = frame[problem.time.month_column].astype("int64")
-    return year * 12 + month - 1
+    return period_index(year, month)
 
 
 def panel(
@@ -81,7 +92,7 @@ def build_features(
     by = grid.groupby(seg, sort=False)
     y = grid["y"]
     lag1 = by["y"].shift(1)
-    out = pd.DataFrame({seg: grid[seg], PERIOD: grid[T].map(format_month), T: grid[T]})
+    out = pd.DataFrame({seg: grid[seg], PERIOD: grid[T].map(format_period), T: grid[T]})
     level = _rolling_mean(lag1, grid[seg], spec.level_window)
     log_level = np.log1p(level)
     scaled = spec.scale == "log_ratio"
@@ -98,13 +109,13 @@ def build_features(
         prev = by[col].shift(1)
         out[f"exo_{col}"] = np.log1p(prev.clip(lower=0)) if scaled else prev
     if spec.calendar:
-        out[MONTH_FEATURE] = (grid[T] % 12 + 1).astype("int64")
+        out[SEASON_FEATURE] = (season_of(grid[T]) + 1).astype("int64")
     if spec.segment_feature:
         out[SEGMENT_FEATURE] = pd.Categorical(grid[seg], categories=sorted(grid[seg].unique()))
     out[TARGET] = y
 
-    ts, te = parse_month(windows.train_start, ""), parse_month(windows.train_end, "")
-    vs, ve = parse_month(windows.test_start, ""), parse_month(windows.test_end, "")
+    ts, te = parse_period(windows.train_start), parse_period(windows.train_end)
+    vs, ve = parse_period(windows.test_start), parse_period(windows.test_end)
     window = np.select(
         [(out[T] >= ts) & (out[T] <= te), (out[T] >= vs) & (out[T] <= ve)],
         ["train", "test"],
@@ -131,10 +142,10 @@ def build_features(
     for w in ("train", "test"):
         if summary["rows_by_window"][w]["with_target"] == 0:
             first, last = getattr(windows, w + "_start"), getattr(windows, w + "_end")
-            raise ValueError(
-                f"the {w} window ({first}..{last}) "
+            raise ParamsError(
+                f"params keys 'windows.{w}_start/{w}_end': the {w} window ({first}..{last}) "
                 f"holds no row with an observed target; the data spans "
-                f"{format_month(int(grid[T].min()))}..{format_month(int(grid[T].max()))}."
+                f"{format_period(grid[T].min())}..{format_period(grid[T].max())}."
             )
     logger.info(
         "features: %d rows (%d inserted grid months, %d without history dropped, "

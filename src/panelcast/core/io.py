@@ -11,6 +11,8 @@ from typing import Any
 
 import pandas as pd
 
+from .errors import DataError
+
 
 def atomic_write(path: str | Path, writer: Callable[[Path], None]) -> Path:
     """Call ``writer(tmp)`` on a temporary file beside ``path``, fsync it, then rename.
@@ -57,7 +59,7 @@ def read_json(path: str | Path) -> Any:
     except FileNotFoundError:
         raise FileNotFoundError(f"{path}: file not found (did the previous stage run?)") from None
     except json.JSONDecodeError as exc:
-        raise ValueError(f"{path}: not valid JSON ({exc}).") from None
+        raise DataError(f"{path}: not valid JSON ({exc}).") from None
 
 
 def write_parquet(path: str | Path, frame: pd.DataFrame) -> Path:

@@ -5,11 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .config import DriftSpec
+from ..core.config import DriftSpec
+from ..core.periods import PREDICTION, TARGET, T
 from .drift import DriftThresholds
-from .features import TARGET, T
-
-PREDICTION = "prediction"
 
 
 def monitored_frame(

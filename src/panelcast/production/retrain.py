@@ -11,8 +11,9 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import Params, format_month, parse_month
-from .io import read_json
+from ..core.config import Params
+from ..core.io import read_json
+from ..core.periods import format_period, parse_period
 
 logger = logging.getLogger(__name__)
 
@@ -46,12 +47,12 @@ def plan(params: Params, data_end: str) -> Plan | None:
 
     Returns None when the training window cannot move forward.
     """
-    end = parse_month(data_end, "data end")
+    end = parse_period(data_end)
     test_start = end - params.retrain.test_months + 1
     train_end = test_start - 1
-    if train_end <= parse_month(params.windows.train_end, "windows.train_end"):
+    if train_end <= parse_period(params.windows.train_end):
         return None
-    return Plan(format_month(train_end), format_month(test_start), format_month(end))
+    return Plan(format_period(train_end), format_period(test_start), format_period(end))
 
 
 def _dvc(*args: str, cwd: Path) -> subprocess.CompletedProcess:

@@ -1,4 +1,11 @@
-"""Shared plumbing of the stage scripts: arguments, logging, and clean failures."""
+"""The stage runner: arguments, logging, pinned thread pools, and the exit-code contract.
+
+A stage script calls :func:`run_stage` with a body that reads its inputs (paths from
+``params.paths``), calls the package and writes its outputs. User mistakes
+(:class:`~panelcast.core.errors.UserError`: bad params, contract or data, a missing
+input) are logged as one line and exit with code 2; anything else is a bug and keeps
+its traceback (exit code 1).
+"""
 
 from __future__ import annotations
 
@@ -6,14 +13,21 @@ import argparse
 import logging
 import os
 import sys
+import time
 from collections.abc import Callable
 
-from .config import Params, ParamsError, load_params
+from threadpoolctl import threadpool_limits
+
+from .config import Params, load_params
+from .errors import ParamsError, UserError
 
 logger = logging.getLogger("panelcast")
 
+#: Exit code of a stage that refused what the user gave it.
+USER_ERROR_EXIT = 2
 
-class StageError(RuntimeError):
+
+class StageError(UserError):
     """A stage refuses its input; the message says what, where and why."""
 
 
@@ -30,21 +44,23 @@ def run_stage(
     body: Callable[[Params, argparse.Namespace], None],
     parser: argparse.ArgumentParser | None = None,
 ) -> None:
-    """Parse ``--params``, load them strictly, run ``body``; exit non-zero with a clear message."""
+    """Parse ``--params``, load them strictly, run ``body`` with pinned thread pools."""
     parser = parser or argparse.ArgumentParser(description=f"DVC stage '{name}'")
     parser.add_argument("--params", default="params.yaml", help="parameter file (params.yaml)")
     args = parser.parse_args()
     setup_logging()
     log = logging.getLogger(f"panelcast.stages.{name}")
+    started, cpu = time.perf_counter(), time.process_time()
     try:
         params = load_params(args.params)
-        body(params, args)
+        with threadpool_limits(limits=params.compute.threads):
+            body(params, args)
     except ParamsError as exc:
         text = str(exc)
-        if args.params not in text:  # raised after loading, e.g. by panelcast.model
+        if args.params not in text:  # raised after loading, e.g. by the model factory
             text = f"{args.params}: {text}"
         log.error("stage '%s' refused its parameters: %s", name, text)
-        sys.exit(2)
+        sys.exit(USER_ERROR_EXIT)
     except FileNotFoundError as exc:
         log.error(
             "stage '%s' failed: input not found: %s (did the earlier stages run? "
@@ -52,8 +68,13 @@ def run_stage(
             name,
             exc.filename or exc,
         )
-        sys.exit(1)
-    except (StageError, ValueError) as exc:
+        sys.exit(USER_ERROR_EXIT)
+    except UserError as exc:
         log.error("stage '%s' failed: %s", name, exc)
-        sys.exit(1)
-    log.info("stage '%s' done", name)
+        sys.exit(USER_ERROR_EXIT)
+    log.info(
+        "stage '%s' done in %.1f s (%.1f s CPU in this process)",
+        name,
+        time.perf_counter() - started,
+        time.process_time() - cpu,
+    )

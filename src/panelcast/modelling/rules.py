@@ -8,8 +8,8 @@ from collections.abc import Callable
 import numpy as np
 import pandas as pd
 
-from .config import ProblemSpec
-from .features import T
+from ..core.config import ProblemSpec
+from ..core.periods import T, season_of
 
 logger = logging.getLogger(__name__)
 
@@ -34,7 +34,7 @@ def _last(grid: pd.DataFrame, seg: str, train: pd.Series) -> pd.Series:
 
 
 def _segment_month_mean(grid: pd.DataFrame, seg: str, train: pd.Series) -> pd.Series:
-    month = grid[T] % 12
+    month = season_of(grid[T])
     means = grid[train].groupby([grid[seg], month])["y"].mean()
     keys = pd.MultiIndex.from_arrays([grid[seg], month])
     return pd.Series(means.reindex(keys).to_numpy(), index=grid.index)

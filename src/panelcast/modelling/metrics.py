@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .io import clean_float
+from ..core.io import clean_float
 
 
 def scores(

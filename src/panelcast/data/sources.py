@@ -20,10 +20,12 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..core.errors import DataError
+
 logger = logging.getLogger(__name__)
 
 
-class SourceError(ValueError):
+class SourceError(DataError):
     """The source cannot be read into a table."""
 
 

@@ -28,7 +28,8 @@ from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 from sklearn.utils.validation import check_is_fitted
 
-from .config import ParamsError, TrainSpec
+from ..core.config import TrainSpec
+from ..core.errors import ModelFileError, ParamsError
 
 logger = logging.getLogger(__name__)
 
@@ -217,7 +218,7 @@ def _plain(value: Any) -> Any:
 
 #: The only types a model file may contain beyond skops' defaults. Anything else is refused.
 TRUSTED_TYPES: list[str] = [
-    "panelcast.model.LevelRatioRegressor",
+    "panelcast.modelling.model.LevelRatioRegressor",
     "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
     "sklearn.ensemble._hist_gradient_boosting.binning._BinMapper",
     "sklearn._loss.loss.HalfSquaredError",
@@ -279,7 +280,7 @@ def dumps_model(model: Any) -> bytes:
     return out.getvalue()
 
 
-class UntrustedModelError(ValueError):
+class UntrustedModelError(ModelFileError):
     """A model file holds a type outside the trusted list."""
 
 
@@ -288,7 +289,7 @@ def loads_model(data: bytes, source: str = "<bytes>") -> Any:
     try:
         untrusted = sio.get_untrusted_types(data=data)
     except Exception as exc:
-        raise ValueError(
+        raise ModelFileError(
             f"{source}: not a readable skops model file ({type(exc).__name__}: {exc}); "
             f"restore the last good one with `dvc checkout`."
         ) from None
@@ -301,7 +302,7 @@ def loads_model(data: bytes, source: str = "<bytes>") -> Any:
     try:
         return sio.loads(data, trusted=[t for t in untrusted if t in TRUSTED_TYPES])
     except Exception as exc:
-        raise ValueError(
+        raise ModelFileError(
             f"{source}: the model file is corrupt ({type(exc).__name__}: {exc}); "
             f"restore the last good one with `dvc checkout`."
         ) from None

@@ -1,0 +1,119 @@
+"""Stage evaluate: score the model on the test window against the best rule; apply the gate."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+
+from ..core.config import Params
+from ..core.errors import DataError
+from ..core.periods import PERIOD, PREDICTION, TARGET, WINDOW, T
+from ..modelling.evaluation import gain_pct, gate, per_segment
+from ..modelling.metrics import scores
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """Test-window predictions, the metrics and the plot tables of the evaluate stage."""
+
+    predictions: pd.DataFrame
+    metrics: dict
+    plots: dict[str, pd.DataFrame]
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.metrics["gate_passed"])
+
+
+def evaluate(
+    features: pd.DataFrame,
+    rules: pd.DataFrame,
+    baseline: dict,
+    model: Any,
+    columns: list[str],
+    params: Params,
+    baseline_name: str = "metrics/baseline.json",
+) -> Evaluation:
+    """Score ``model`` on the test rows of ``features`` beside the best rule of ``baseline``."""
+    seg, metric = params.problem.segment, params.problem.metric
+    missing = [k for k in ("best_rule", "best") if k not in baseline]
+    if missing:
+        raise DataError(
+            f"{baseline_name}: missing key(s) {missing} (edited by hand?); restore it "
+            f"with `git checkout -- {baseline_name}` or rerun `dvc repro baseline`."
+        )
+    best_rule = baseline["best_rule"]
+    test = features[features[WINDOW] == "test"].reset_index(drop=True)
+    test_rules = rules[rules[WINDOW] == "test"].reset_index(drop=True)
+    if len(test) != len(test_rules) or not (test[T].to_numpy() == test_rules[T].to_numpy()).all():
+        raise DataError(
+            "the rule forecasts and the feature table hold different test rows; "
+            "rerun `dvc repro` so both come from the same data."
+        )
+    out = test[[seg, PERIOD, T, TARGET]].copy()
+    out[PREDICTION] = model.predict(test[columns])
+    out[best_rule] = test_rules[best_rule].to_numpy()
+    model_scores = scores(out[TARGET], out[PREDICTION])
+    rule_scores = {k: baseline["best"][k] for k in ("n", "mae", "rmse", "wape", "r2")}
+    gain = gain_pct(model_scores[metric], rule_scores[metric])
+    passed, reasons = gate(model_scores, gain, params.evaluate.gate)
+    by_seg = per_segment(out, seg, PREDICTION, best_rule)
+    result = {
+        "window": {"start": params.windows.test_start, "end": params.windows.test_end},
+        "metric": metric,
+        "model": model_scores,
+        "best_rule": {"name": best_rule, **rule_scores},
+        "gain_pct": round(gain, 4),
+        "gate": {
+            "max_wape": params.evaluate.gate.max_wape,
+            "min_gain_pct": params.evaluate.gate.min_gain_pct,
+        },
+        "gate_passed": passed,
+        "gate_failures": reasons,
+        "segments_model_better": int((by_seg["mae"] < by_seg["rule_mae"]).sum()),
+        "segments": int(len(by_seg)),
+        "per_segment": by_seg.round(4).to_dict(orient="records"),
+    }
+    logger.info(
+        "model %s %.3f vs best rule %s %.3f: gain %.2f%%; gate %s",
+        metric,
+        model_scores[metric],
+        best_rule,
+        rule_scores[metric],
+        gain,
+        "passed" if passed else "FAILED: " + "; ".join(reasons),
+    )
+    return Evaluation(out, result, plot_tables(out, by_seg, seg, best_rule))
+
+
+def plot_tables(
+    out: pd.DataFrame, by_seg: pd.DataFrame, seg: str, best_rule: str
+) -> dict[str, pd.DataFrame]:
+    """The evaluate stage's plot data, by file name."""
+    scored = out[out[TARGET].notna()]
+    predicted = pd.DataFrame(
+        {
+            seg: scored[seg],
+            "period": scored[PERIOD],
+            "actual": scored[TARGET],
+            "predicted": scored[PREDICTION].round(3),
+        }
+    )
+    err = scored.assign(
+        model_mae=(scored[PREDICTION] - scored[TARGET]).abs(),
+        rule_mae=(scored[best_rule] - scored[TARGET]).abs(),
+    )
+    monthly = err.groupby(PERIOD, sort=True)[["model_mae", "rule_mae"]].mean().round(3)
+    per_seg = by_seg.rename(columns={seg: "segment", "mae": "model_mae"})
+    return {
+        "predicted_vs_actual.csv": predicted,
+        "error_over_time.csv": monthly.reset_index(),
+        "error_by_segment.csv": per_seg[["segment", "model_mae", "rule_mae"]]
+        .round(3)
+        .sort_values("model_mae", ascending=False),
+    }
