@@ -56,8 +56,8 @@ def plan(params: Params, data_end: str) -> Plan | None:
 
 
 def _dvc(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    # PYTHONPATH=src: the experiment's stages import its own copy of the package
-    env = {**os.environ, "DVC_NO_ANALYTICS": "1", "PYTHONPATH": "src"}
+    # each stage command sets PYTHONPATH=src itself: the experiment runs its own code
+    env = {**os.environ, "DVC_NO_ANALYTICS": "1"}
     cmd = [str(Path(sys.executable).with_name("dvc")), *args]
     logger.info("$ dvc %s", " ".join(args))
     return subprocess.run(cmd, cwd=cwd, env=env, text=True, capture_output=True)
