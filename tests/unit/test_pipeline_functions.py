@@ -1,0 +1,220 @@
+"""The stage logic in memory: each ``panelcast.pipeline`` function takes and returns data.
+
+The whole chain (validate, features, baseline, train, evaluate, drift) runs on a tiny
+synthetic panel without a file written by a stage script, so behaviour is tested where
+it lives and the integration tests only need to prove the wiring.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import pandas as pd
+import pytest
+import yaml
+
+from panelcast.core.config import params_from_dict
+from panelcast.core.errors import DataError, ParamsError
+from panelcast.core.periods import PREDICTION, TARGET, WINDOW
+from panelcast.data.contract import load_contract
+from panelcast.modelling.features import build_features, feature_columns
+from panelcast.modelling.model import loads_model
+from panelcast.pipeline.baseline import baseline
+from panelcast.pipeline.drift import drift
+from panelcast.pipeline.evaluate import evaluate
+from panelcast.pipeline.train import chosen_hyperparameters, train
+from panelcast.pipeline.validate import refusal, validate
+
+from ..conftest import ROOT, make_panel
+
+CONTRACT = """
+key: [city, year, month]
+min_rows: 10
+extra_columns: error
+time: {not_before: 2000-01, not_after: 2010-12}
+columns:
+  city: {type: string, allowed: [A, B, C]}
+  year: {type: integer, min: 1990, max: 2100}
+  month: {type: integer, min: 1, max: 12}
+  sales: {type: number, min: 0}
+  volume: {type: number, min: 0}
+  median: {type: number, min: 0}
+  listings: {type: number, min: 0}
+  inventory: {type: number, min: 0}
+  date: {type: number}
+"""
+
+
+def small_params(**windows):
+    """The real params.yaml shrunk to a 6-year synthetic panel."""
+    data = yaml.safe_load((ROOT / "params.yaml").read_text())
+    data = copy.deepcopy(data)
+    data["windows"] = {
+        "train_start": "2000-01",
+        "train_end": "2004-06",
+        "test_start": "2004-07",
+        "test_end": "2005-12",
+        **windows,
+    }
+    data["features"]["lags"] = [1, 2, 3, 12]
+    data["features"]["rolling"] = [3, 6]
+    search = data["train"]["search"]
+    search.update(folds=2, fold_months=6, space={"learning_rate": [0.05, 0.1]})
+    data["train"]["hyperparameters"]["max_iter"] = 30
+    data["drift"]["current_start"], data["drift"]["current_end"] = "2004-07", "2005-12"
+    return params_from_dict(data)
+
+
+@pytest.fixture(scope="module")
+def chain(tmp_path_factory):
+    """Every stage function in order on the same tiny panel."""
+    params = small_params()
+    raw = make_panel(years=6)
+    contract_file = tmp_path_factory.mktemp("contract") / "contract.yaml"
+    contract_file.write_text(CONTRACT)
+    contract = load_contract(contract_file)
+    table, report, _ = validate(raw, contract, params.problem, "snap.parquet", "contract.yaml")
+    features, _ = build_features(table, params.problem, params.features, params.windows)
+    rules, rule_metrics = baseline(table, features, params)
+    trained = train(features, "0" * 64, params)
+    model = loads_model(trained.model_bytes)
+    cols = trained.metadata["features"]
+    evaluation = evaluate(features, rules, rule_metrics, model, cols, params)
+    report_drift, effects = drift(features, model, cols, trained.reference, params.drift)
+    return {
+        "params": params,
+        "raw": raw,
+        "contract": contract,
+        "validated": table,
+        "validate_report": report,
+        "features": features,
+        "rules": rules,
+        "rule_metrics": rule_metrics,
+        "trained": trained,
+        "model": model,
+        "evaluation": evaluation,
+        "drift": report_drift,
+        "effects": effects,
+    }
+
+
+def test_validate_passes_a_good_table_sorted_by_key(chain):
+    assert chain["validate_report"]["passed"] is True
+    table = chain["validated"]
+    assert len(table) == len(chain["raw"])
+    assert table[["city", "year", "month"]].equals(
+        table[["city", "year", "month"]].sort_values(["city", "year", "month"])
+    )
+
+
+def test_validate_refuses_a_broken_table_and_names_the_column(chain):
+    bad = chain["raw"].copy()
+    bad.loc[3, "sales"] = -5.0
+    table, report, text = validate(
+        bad, chain["contract"], chain["params"].problem, "snap.parquet", "contract.yaml"
+    )
+    assert table is None and report["passed"] is False
+    error = refusal(report, text, "snap.parquet", "contract.yaml")
+    assert isinstance(error, DataError)
+    assert "sales" in str(error) and "-5" in str(error) and "snap.parquet" in str(error)
+
+
+def test_baseline_scores_every_rule_on_the_test_window(chain):
+    metrics = chain["rule_metrics"]
+    assert set(metrics["rules"]) == set(chain["params"].baseline.rules)
+    assert metrics["best_rule"] in metrics["rules"]
+    assert len(chain["rules"]) == len(chain["features"])
+
+
+def test_train_reports_what_the_deployed_model_uses(chain):
+    trained = chain["trained"]
+    search = trained.metrics["search"]
+    assert search is not None and len(search["candidates"]) == 2
+    assert trained.metrics["chosen"]["learning_rate"] == search["best_params"]["learning_rate"]
+    assert trained.metrics["chosen"]["max_iter"] == 30  # configured, not searched
+    assert trained.metadata["features"] == feature_columns(
+        chain["features"], chain["params"].problem
+    )
+    assert "columns" in trained.reference and "version" in trained.reference
+
+
+def test_chosen_hyperparameters_without_search_are_the_configured_ones():
+    assert chosen_hyperparameters({"a": 1}, {"search": None}) == {"a": 1}
+    report = {"search": {"best_params": {"a": 2}}}
+    assert chosen_hyperparameters({"a": 1, "b": 3}, report) == {"a": 2, "b": 3}
+
+
+def test_train_is_byte_identical_for_the_same_inputs(chain):
+    again = train(chain["features"], "0" * 64, chain["params"])
+    assert again.model_bytes == chain["trained"].model_bytes
+    assert again.metrics == chain["trained"].metrics
+
+
+def test_evaluate_scores_the_test_rows_against_the_best_rule(chain):
+    ev = chain["evaluation"]
+    test_rows = chain["features"][chain["features"][WINDOW] == "test"]
+    assert len(ev.predictions) == len(test_rows)
+    assert ev.predictions[PREDICTION].notna().all()
+    assert ev.metrics["model"]["n"] == int(test_rows[TARGET].notna().sum())
+    assert ev.metrics["best_rule"]["name"] == chain["rule_metrics"]["best_rule"]
+    assert isinstance(ev.passed, bool)
+    assert set(ev.plots) == {
+        "predicted_vs_actual.csv",
+        "error_over_time.csv",
+        "error_by_segment.csv",
+    }
+
+
+def test_evaluate_refuses_a_baseline_without_its_best_rule(chain):
+    forged = {k: v for k, v in chain["rule_metrics"].items() if k != "best_rule"}
+    with pytest.raises(DataError, match="best_rule"):
+        evaluate(
+            chain["features"],
+            chain["rules"],
+            forged,
+            chain["model"],
+            chain["trained"].metadata["features"],
+            chain["params"],
+        )
+
+
+def test_evaluate_refuses_rule_rows_that_do_not_match(chain):
+    with pytest.raises(DataError, match="different test rows"):
+        evaluate(
+            chain["features"],
+            chain["rules"].iloc[:-1],
+            chain["rule_metrics"],
+            chain["model"],
+            chain["trained"].metadata["features"],
+            chain["params"],
+        )
+
+
+def test_drift_reports_every_monitored_column(chain):
+    report = chain["drift"]
+    monitored = set(chain["trained"].metadata["features"]) | {TARGET, PREDICTION}
+    assert set(report["columns"]) == monitored
+    assert isinstance(report["drifted"], bool)
+    assert list(chain["effects"].columns) == ["column", "effect", "missing_effect", "drifted"]
+
+
+def test_drift_window_outside_the_data_names_the_params_keys(chain):
+    spec = small_params().drift
+    features = chain["features"]
+    early = features[features["period"] < "2003-01"]
+    with pytest.raises(ParamsError, match="drift.current_start"):
+        drift(early, chain["model"], chain["trained"].metadata["features"], {}, spec)
+
+
+def test_features_refuse_a_test_window_without_data_naming_the_keys(chain):
+    params = small_params(test_start="2009-01", test_end="2009-12")
+    with pytest.raises(ParamsError, match="windows.test_start"):
+        build_features(chain["validated"], params.problem, params.features, params.windows)
+
+
+def test_pipeline_functions_write_no_files(chain, tmp_path, monkeypatch):
+    """The functions only take and return data: running one in an empty folder adds nothing."""
+    monkeypatch.chdir(tmp_path)
+    baseline(chain["validated"], chain["features"], chain["params"])
+    assert list(tmp_path.iterdir()) == []
+    assert isinstance(chain["evaluation"].predictions, pd.DataFrame)
