@@ -1,4 +1,5 @@
-"""Bad inputs against the real data contract: every error names the column and the rule."""
+"""Bad inputs against the real data contract: every error names the column and the rule;
+a bad contract file is refused naming the file, the key and the value."""
 
 import datetime as dt
 
@@ -6,6 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from panelcast.core.errors import ContractError
 from panelcast.data.contract import check, format_failures, load_contract, report
 from panelcast.data.sources import SourceError, parse_table, read_source
 
@@ -160,3 +162,110 @@ def test_empty_and_truncated_files(tmp_path, content, fragment):
     with pytest.raises(SourceError, match=fragment) as info:
         parse_table(read_source(str(path)))
     assert "bad.csv" in str(info.value)
+
+
+# --------------------------------------------------------------------------- the contract file
+
+
+def contract_file(tmp_path, edit):
+    """A copy of the real contract.yaml changed by ``edit`` (text in, text out)."""
+    path = tmp_path / "contract.yaml"
+    path.write_text(edit((ROOT / "contract.yaml").read_text()))
+    return path
+
+
+def refused(path) -> str:
+    with pytest.raises(ContractError) as info:
+        load_contract(path)
+    text = str(info.value)
+    assert text.startswith(f"{path}: ") and "\n" not in text, text
+    assert "params" not in text, text
+    return text
+
+
+YEAR = "  year: {type: integer, min: 1990, max: 2100}"
+
+
+def test_duplicate_key_is_named_with_its_line(tmp_path):
+    path = contract_file(tmp_path, lambda t: t.replace(YEAR, YEAR + "\n  year: {type: number}"))
+    text = refused(path)
+    line = (ROOT / "contract.yaml").read_text().splitlines().index(YEAR) + 2
+    assert f"line {line}, column 3: duplicate key 'columns.year'" in text, text
+    top = refused(contract_file(tmp_path, lambda t: t + "min_rows: 5\n"))
+    assert "duplicate key 'min_rows'" in top and "first given at line" in top, top
+
+
+@pytest.mark.parametrize(
+    "edit,fragment",
+    [
+        (
+            lambda t: t.replace("  month: {", "  month: &m {") + "  day: *m\n",
+            "YAML anchor '&m' is not allowed",
+        ),
+        (lambda t: 'a: &a ["x", "x"]\nb: [*a, *a]\n', "YAML anchor '&a' is not allowed"),
+    ],
+    ids=["anchor_and_alias", "alias_bomb"],
+)
+def test_anchors_and_aliases_are_refused(tmp_path, edit, fragment):
+    assert fragment in refused(contract_file(tmp_path, edit))
+
+
+def test_unknown_warn_rule_is_named_with_the_allowed_rules(tmp_path):
+    sales = "sales: {type: number, nullable: true, max_missing: 0.10, min: 0"
+    path = contract_file(tmp_path, lambda t: t.replace(sales, sales + ", warn: [min, allowed]"))
+    text = refused(path)
+    assert "'columns.sales.warn[1]'" in text and "got 'allowed'" in text, text
+    assert "max_missing, type, min, not_constant" in text, text
+
+
+def test_warn_rule_downgrades_a_failure(tmp_path, real):
+    sales = "sales: {type: number, nullable: true, max_missing: 0.10, min: 0"
+    path = contract_file(tmp_path, lambda t: t.replace(sales, sales + ", warn: [min]"))
+    found = check(mutate_negative_sales(real), load_contract(path), TIME)
+    assert [f.severity for f in found if f.rule == "min" and f.column == "sales"] == ["warn"]
+
+
+@pytest.mark.parametrize(
+    "edit,fragment",
+    [
+        (
+            lambda t: t.replace("sales: {type: number,", "sales: {tpye: number, type: number,"),
+            "unknown contract key 'columns.sales.tpye' (allowed keys of 'columns.sales': type, "
+            "nullable, min, max, allowed, max_missing, allow_constant, warn), got 'number'",
+        ),
+        (
+            lambda t: t.replace("min_rows: 1000", "min_row: 1000"),
+            "unknown contract key 'min_row' (allowed keys at the top level: columns, key, "
+            "min_rows, extra_columns, time), got 1000",
+        ),
+        (
+            lambda t: t.replace("max_missing: 0.10", "max_missing: 3", 1),
+            "'columns.sales.max_missing' must be in [0, 1], got 3",
+        ),
+        (
+            lambda t: t.replace("key: [city, year, month]", "key: [city, yr]"),
+            "'key[1]' must be a column declared under columns",
+        ),
+        (lambda t: t.replace("max: 12}", "max: '12'}"), "'columns.month.max' must be a number"),
+        (lambda t: t.replace("max: 12}", "max: .nan}"), "'columns.month.max' must be a finite"),
+        (lambda t: t.replace("min: 1, max: 12}", "min: 13, max: 12}"), "max' must be >= min 13"),
+        (lambda t: t.replace("not_after: 2015-07", "not_after: 2015-13"), "'time.not_after'"),
+        (lambda t: t.replace("extra_columns: error", "extra_columns: ignore"), "'extra_columns'"),
+        (
+            lambda t: t.replace(
+                "month: {type: integer,",
+                "month: {type: integer, nullable: false, max_missing: 0.1,",
+            ),
+            "'columns.month.max_missing' applies only to a nullable column",
+        ),
+    ],
+)
+def test_invalid_contract_names_file_key_and_value(tmp_path, edit, fragment):
+    assert fragment in refused(contract_file(tmp_path, edit))
+
+
+def test_absent_and_empty_contract(tmp_path):
+    with pytest.raises(ContractError, match="not found"):
+        load_contract(tmp_path / "absent.yaml")
+    with pytest.raises(ContractError, match="empty"):
+        load_contract(contract_file(tmp_path, lambda t: ""))

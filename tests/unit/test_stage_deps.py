@@ -88,9 +88,7 @@ def _script(cmd: str) -> Path:
 def test_dvc_yaml_lists_exactly_the_code_a_stage_runs(stage):
     spec = _stages()[stage]
     expected = code_dependencies(_script(spec["cmd"]))
-    declared = {
-        d for d in spec.get("deps", []) if isinstance(d, str) and d.endswith(".py")
-    }
+    declared = {d for d in spec.get("deps", []) if isinstance(d, str) and d.endswith(".py")}
     assert declared == expected, (
         f"stage {stage!r}: dvc.yaml lists {sorted(declared - expected)} that it does not run "
         f"and misses {sorted(expected - declared)}"

@@ -11,16 +11,22 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-import yaml
+from pydantic import Field, ValidationError, model_validator
 
-from ..core.config import build_strict
-from ..core.errors import ParamsError
+from ..core.config import (
+    Month,
+    StrictModel,
+    describe_validation_error,
+    load_yaml_strict,
+    rule_error,
+)
+from ..core.errors import ContractError
 from ..core.periods import current_period, format_period, parse_period, period_index
 
 logger = logging.getLogger(__name__)
@@ -29,36 +35,105 @@ Severity = Literal["error", "warn"]
 N_EXAMPLES = 5
 
 
-@dataclass(frozen=True)
-class ColumnRule:
+#: The rules :func:`check` can raise for one column (``warn:`` may downgrade these only).
+COLUMN_RULES = ("not_null", "max_missing", "type", "min", "max", "allowed", "not_constant")
+
+
+class ColumnRule(StrictModel):
     """Rules for one column."""
 
     type: Literal["integer", "number", "string"]
     nullable: bool = False
     min: float | None = None
     max: float | None = None
-    allowed: list[str] | None = None
-    max_missing: float | None = None
+    allowed: list[str] | None = Field(default=None, min_length=1)
+    max_missing: float | None = Field(default=None, ge=0, le=1)
     allow_constant: bool = False
-    warn: list[str] = field(default_factory=list)
+    warn: list[str] = Field(default_factory=list)
+
+    def raisable_rules(self) -> list[str]:
+        """The rules :func:`check` can raise for a column with these settings."""
+        numeric = self.type in ("integer", "number")
+        possible = {
+            "not_null": not self.nullable,
+            "max_missing": self.nullable,
+            "type": True,
+            "min": numeric and self.min is not None,
+            "max": numeric and self.max is not None,
+            "allowed": not numeric and self.allowed is not None,
+            "not_constant": not self.allow_constant,
+        }
+        return [rule for rule in COLUMN_RULES if possible[rule]]
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ColumnRule:
+        numeric = self.type in ("integer", "number")
+        for key in ("min", "max"):
+            if getattr(self, key) is not None and not numeric:
+                raise rule_error(
+                    key,
+                    f"applies to integer or number columns, not type {self.type!r}",
+                    getattr(self, key),
+                )
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise rule_error("max", f"must be >= min {self.min:g}", self.max)
+        if self.allowed is not None and numeric:
+            raise rule_error(
+                "allowed", f"applies to string columns, not type {self.type!r}", self.allowed
+            )
+        if self.max_missing is not None and not self.nullable:
+            raise rule_error(
+                "max_missing",
+                "applies only to a nullable column (set nullable: true)",
+                self.max_missing,
+            )
+        raisable = self.raisable_rules()
+        for i, rule in enumerate(self.warn):
+            if rule not in raisable:
+                raise rule_error(
+                    ("warn", i),
+                    f"must name a rule this column can break: {', '.join(raisable)}",
+                    rule,
+                )
+        return self
 
 
-@dataclass(frozen=True)
-class TimeRule:
-    not_before: str | None = None
-    not_after: str | None = None
+class TimeRule(StrictModel):
+    not_before: Month | None = None
+    not_after: Month | None = None
     no_future: bool = True
 
+    @model_validator(mode="after")
+    def _ordered(self) -> TimeRule:
+        if self.not_before and self.not_after:
+            if parse_period(self.not_after) < parse_period(self.not_before):
+                raise rule_error(
+                    "not_after",
+                    f"must not be before not_before {self.not_before}",
+                    self.not_after,
+                )
+        return self
 
-@dataclass(frozen=True)
-class Contract:
+
+class Contract(StrictModel):
     """A whole data contract."""
 
-    columns: dict[str, ColumnRule]
-    key: list[str]
-    min_rows: int
+    columns: dict[str, ColumnRule] = Field(min_length=1)
+    key: list[str] = Field(min_length=1)
+    min_rows: int = Field(ge=0)
     extra_columns: Severity
-    time: TimeRule
+    time: TimeRule = Field(default_factory=TimeRule)
+
+    @model_validator(mode="after")
+    def _key_declared(self) -> Contract:
+        for i, name in enumerate(self.key):
+            if name not in self.columns:
+                raise rule_error(
+                    ("key", i),
+                    f"must be a column declared under columns: {', '.join(self.columns)}",
+                    name,
+                )
+        return self
 
 
 @dataclass
@@ -74,36 +149,24 @@ class Failure:
 
 
 def load_contract(path: str | Path) -> Contract:
-    """Read ``contract.yaml`` strictly (unknown keys are errors)."""
+    """Read ``contract.yaml`` strictly: unknown keys, wrong types, duplicate keys and YAML
+    anchors/aliases are errors (:class:`ContractError`) naming the file and the key."""
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ParamsError(f"data contract {str(path)!r} not found.") from None
-    if not isinstance(data, dict):
-        raise ParamsError(f"data contract {str(path)!r} must be a mapping.")
-    columns = data.get("columns")
-    if not isinstance(columns, dict) or not columns:
-        raise ParamsError(f"data contract {str(path)!r}: 'columns' must be a non-empty mapping.")
+        raise ContractError(f"data contract {str(path)!r} not found.") from None
+    except UnicodeDecodeError as exc:
+        raise ContractError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start}).") from None
+    data = load_yaml_strict(text, str(path), ContractError)
+    if data is None:
+        raise ContractError(f"data contract {str(path)!r} is empty.")
     try:
-        rules = {str(k): build_strict(ColumnRule, v, f"columns.{k}") for k, v in columns.items()}
-        rest = {k: v for k, v in data.items() if k != "columns"}
-        rest.setdefault("time", {})
-        time = build_strict(TimeRule, rest.pop("time") or {}, "time")
-        head = build_strict(_ContractHead, rest, "")
-    except ParamsError as exc:
-        raise ParamsError(f"data contract {path}: {exc}") from None
-    for key in head.key:
-        if key not in rules:
-            raise ParamsError(f"data contract {path}: key column {key!r} is not declared.")
-    return Contract(rules, head.key, head.min_rows, head.extra_columns, time)
-
-
-@dataclass(frozen=True)
-class _ContractHead:
-    key: list[str]
-    min_rows: int
-    extra_columns: Severity
+        return Contract.model_validate(data)
+    except ValidationError as exc:
+        raise ContractError(
+            f"{path}: {describe_validation_error(exc, Contract, 'contract')}"
+        ) from None
 
 
 def _examples(values: pd.Series | np.ndarray | list) -> list[Any]:

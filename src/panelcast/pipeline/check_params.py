@@ -1,0 +1,201 @@
+"""Stage check_params: the checks of ``params.yaml`` that need more than the core schema.
+
+:mod:`panelcast.core.config` checks every key, type, range and cross-key rule it can
+without knowing the rest of the package. What needs the package is checked here, before
+any stage runs:
+
+- ``train.hyperparameters`` and every value of ``train.search.space`` against the
+  estimator's own scikit-learn parameter constraints (``_validate_params``);
+- ``drift.key_columns`` against the columns the drift stage monitors (the features the
+  params build, the target and the prediction);
+- the data contract ``paths.contract``, loaded strictly, and the columns the params name
+  (segment, target, time, exogenous) against the columns it declares.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any
+
+from sklearn.utils._param_validation import InvalidParameterError, make_constraint
+
+from ..core.config import FeatureSpec, Params, ProblemSpec, TrainSpec, show_value
+from ..core.errors import ParamsError
+from ..core.periods import (
+    LEVEL_FEATURE,
+    PERIOD,
+    PREDICTION,
+    SEASON_FEATURE,
+    SEGMENT_FEATURE,
+    TARGET,
+    WINDOW,
+    T,
+)
+from ..data.contract import Contract, load_contract
+from ..modelling.model import ESTIMATORS
+
+logger = logging.getLogger(__name__)
+
+#: What :func:`check_params` verifies, in order (written to the stage's metrics file).
+CHECKS = [
+    "schema",
+    "hyperparameters",
+    "search_space",
+    "drift_key_columns",
+    "contract",
+    "contract_columns",
+]
+#: Set from ``train.seed`` by the model factory; a value in params would be ignored.
+SEED_PARAMETER = "random_state"
+#: scikit-learn constraints under which ``true``/``false`` is a meaningful value.
+_BOOLEAN_CONSTRAINTS = ("boolean", "verbose", "no_validation")
+_SKLEARN_MESSAGE = re.compile(r"must be (?P<what>.*)\. Got .* instead\.$", re.DOTALL)
+
+
+def feature_names(problem: ProblemSpec, features: FeatureSpec) -> list[str]:
+    """The model inputs :func:`panelcast.modelling.features.build_features` makes, in order.
+
+    A pure function of the params (no data), equal to ``feature_columns`` of the table
+    ``build_features`` returns (a unit test compares them).
+    """
+    names = [f"lag_{k}" for k in sorted(set(features.lags))]
+    names += [f"roll_{w}" for w in sorted(set(features.rolling))]
+    names.append(LEVEL_FEATURE)
+    names += [f"exo_{col}" for col in features.exogenous]
+    if features.calendar:
+        names.append(SEASON_FEATURE)
+    if features.segment_feature:
+        names.append(SEGMENT_FEATURE)
+    meta = {problem.segment, PERIOD, T, WINDOW, TARGET}
+    return [name for name in dict.fromkeys(names) if name not in meta]
+
+
+def monitored_columns(problem: ProblemSpec, features: FeatureSpec) -> list[str]:
+    """The columns the drift stage compares: every feature, the target and the prediction."""
+    return [*feature_names(problem, features), TARGET, PREDICTION]
+
+
+def _constraint_text(estimator: type, name: str) -> str:
+    """scikit-learn's own description of what parameter ``name`` accepts."""
+    raw = getattr(estimator, "_parameter_constraints", {}).get(name, [])
+    shown = [str(c) for c in map(make_constraint, raw) if not c.hidden]
+    return shown[0] if len(shown) == 1 else f"{', '.join(shown[:-1])} or {shown[-1]}"
+
+
+def _accepts_booleans(raw: Any) -> bool:
+    """Whether scikit-learn constraints ``raw`` give ``true``/``false`` a meaning."""
+    if raw == "no_validation":
+        return True
+    return any(
+        (isinstance(c, str) and c in _BOOLEAN_CONSTRAINTS) or c is bool or c is object for c in raw
+    )
+
+
+def _name_problem(estimator: str, name: str, value: Any, key: str) -> str | None:
+    """Why ``name`` cannot be set in params for ``estimator`` (None when it can)."""
+    accepted = ESTIMATORS[estimator]().get_params(deep=False)
+    if name not in accepted:
+        return (
+            f"'{key}' must name a parameter of {estimator} (it does not accept {name!r}; "
+            f"accepted: {', '.join(sorted(accepted))}), got {show_value(value)}"
+        )
+    if name == SEED_PARAMETER:
+        return f"'{key}' is set from train.seed (remove it here), got {show_value(value)}"
+    return None
+
+
+def _value_problem(estimator: str, name: str, value: Any, key: str) -> str | None:
+    """Why ``value`` is not a valid ``name`` of ``estimator`` (None when it is)."""
+    cls = ESTIMATORS[estimator]
+    raw = getattr(cls, "_parameter_constraints", {}).get(name, [])
+    if isinstance(value, bool) and not _accepts_booleans(raw):
+        return (
+            f"'{key}' must be {_constraint_text(cls, name)} ({estimator}'s constraint; "
+            f"true/false is not a number), got {show_value(value)}"
+        )
+    try:
+        cls(**{name: value})._validate_params()
+    except InvalidParameterError as exc:
+        match = _SKLEARN_MESSAGE.search(str(exc))
+        what = match.group("what") if match else str(exc)
+        return f"'{key}' must be {what} ({estimator}'s constraint), got {show_value(value)}"
+    return None
+
+
+def hyperparameter_problems(train: TrainSpec) -> list[str]:
+    """Every hyperparameter and search-space value the estimator would refuse."""
+    problems = []
+    for name, value in train.hyperparameters.items():
+        key = f"train.hyperparameters.{name}"
+        problems.append(
+            _name_problem(train.estimator, name, value, key)
+            or _value_problem(train.estimator, name, value, key)
+        )
+    for name, values in train.search.space.items():
+        problem = _name_problem(train.estimator, name, values, f"train.search.space.{name}")
+        if problem:
+            problems.append(problem)
+            continue
+        for i, value in enumerate(values):
+            key = f"train.search.space.{name}[{i}]"
+            problems.append(_value_problem(train.estimator, name, value, key))
+    return [p for p in problems if p]
+
+
+def key_column_problems(params: Params) -> list[str]:
+    """Every ``drift.key_columns`` entry that is not a monitored column."""
+    monitored = monitored_columns(params.problem, params.features)
+    return [
+        f"'drift.key_columns[{i}]' must be a monitored column ({', '.join(monitored)}), "
+        f"got {show_value(name)}"
+        for i, name in enumerate(params.drift.key_columns)
+        if name not in monitored
+    ]
+
+
+def contract_column_problems(params: Params, contract: Contract, contract_path: str) -> list[str]:
+    """Columns named in params that the data contract does not declare (or types wrongly)."""
+    numeric = ("integer", "number")
+    named: list[tuple[str, str, tuple[str, ...] | None]] = [
+        ("problem.segment", params.problem.segment, None),
+        ("problem.target", params.problem.target, numeric),
+        ("problem.time.year_column", params.problem.time.year_column, ("integer",)),
+        ("problem.time.month_column", params.problem.time.month_column, ("integer",)),
+    ]
+    named += [
+        (f"features.exogenous[{i}]", col, numeric)
+        for i, col in enumerate(params.features.exogenous)
+    ]
+    problems = []
+    for key, column, types in named:
+        rule = contract.columns.get(column)
+        if rule is None:
+            problems.append(
+                f"'{key}' must be a column the data contract {contract_path} declares "
+                f"({', '.join(contract.columns)}), got {show_value(column)}"
+            )
+        elif types is not None and rule.type not in types:
+            problems.append(
+                f"'{key}' must be a column of type {' or '.join(types)} in the data contract "
+                f"{contract_path} (it declares {column!r} as {rule.type}), got {show_value(column)}"
+            )
+    return problems
+
+
+def check_params(params: Params, file: str = "params.yaml") -> dict:
+    """Run the checks beyond the schema on ``params`` (read from ``file``).
+
+    Raises :class:`ParamsError` naming ``file``, every key and value at fault, or
+    :class:`~panelcast.core.errors.ContractError` when the data contract is invalid.
+    Returns the stage's summary; it does not change while the params stay valid.
+    """
+    problems = hyperparameter_problems(params.train) + key_column_problems(params)
+    if problems:
+        raise ParamsError(f"{file}: {'; '.join(problems)}")
+    contract = load_contract(params.paths.contract)
+    problems = contract_column_problems(params, contract, params.paths.contract)
+    if problems:
+        raise ParamsError(f"{file}: {'; '.join(problems)}")
+    logger.info("%s: valid (%s)", file, ", ".join(CHECKS))
+    return {"file": file, "valid": True, "checks": CHECKS}
