@@ -1,18 +1,28 @@
 """Model factory, time-ordered folds, and safe byte-stable persistence."""
 
 import io
+import json
+import logging
+import os
+import re
+import subprocess
+import sys
 import zipfile
-from dataclasses import replace
 
 import numpy as np
+import pandas as pd
 import pytest
 import skops.io as sio
+from sklearn.model_selection import GridSearchCV, RandomizedSearchCV
+from threadpoolctl import threadpool_limits
 
 from panelcast.core.config import WindowSpec
 from panelcast.core.errors import ParamsError
 from panelcast.core.periods import LEVEL_FEATURE, TARGET, T
 from panelcast.modelling.features import build_features, feature_columns
 from panelcast.modelling.model import (
+    LevelRatioRegressor,
+    Progress,
     UntrustedModelError,
     dumps_model,
     fit_model,
@@ -21,7 +31,7 @@ from panelcast.modelling.model import (
     time_folds,
 )
 
-from ..conftest import make_panel
+from ..conftest import ROOT, make_panel
 
 WINDOWS = WindowSpec("2001-01", "2004-12", "2005-01", "2005-12")
 
@@ -35,8 +45,12 @@ def data(params):
 
 
 def small_spec(params, **search):
-    spec = replace(params.train, hyperparameters={"max_iter": 20, "learning_rate": 0.1})
-    return replace(spec, search=replace(spec.search, **search)) if search else spec
+    spec = params.train.model_copy(
+        update={"hyperparameters": {"max_iter": 20, "learning_rate": 0.1}}
+    )
+    if not search:
+        return spec
+    return spec.model_copy(update={"search": spec.search.model_copy(update=search)})
 
 
 def test_time_folds_never_look_back():
@@ -56,11 +70,11 @@ def test_time_folds_that_do_not_fit():
 
 def test_unknown_estimator(params):
     with pytest.raises(ParamsError, match="unknown estimator 'XGBoost'"):
-        make_estimator(replace(params.train, estimator="XGBoost"), [], [])
+        make_estimator(params.train.model_copy(update={"estimator": "XGBoost"}), [], [])
 
 
 def test_unknown_hyperparameter(params):
-    spec = replace(params.train, hyperparameters={"n_trees": 10})
+    spec = params.train.model_copy(update={"hyperparameters": {"n_trees": 10}})
     with pytest.raises(ParamsError, match=r"does not accept \['n_trees'\]"):
         make_estimator(spec, [], [])
 
@@ -82,6 +96,74 @@ def test_fit_search_and_predict(params, data):
         model.predict(train[cols[::-1]])
 
 
+SPACE = {"learning_rate": [0.05, 0.2], "max_leaf_nodes": [7, 15], "min_samples_leaf": [5, 20]}
+
+
+@pytest.mark.parametrize("method", ["grid", "random"])
+def test_search_matches_scikit_learn(params, data, method):
+    """Same candidates, scores, ranks, choice and final model as GridSearchCV /
+    RandomizedSearchCV with the MAE on the same time-ordered folds."""
+    train, cols = data
+    X, y, t = train[cols], train[TARGET], train[T].to_numpy()
+    spec = small_spec(params, enabled=True, method=method, n_iter=5, folds=3, fold_months=6)
+    spec = spec.model_copy(update={"search": spec.search.model_copy(update={"space": SPACE})})
+    model, report = fit_model(X, y, t, spec, "log_ratio", LEVEL_FEATURE)
+
+    categorical = [c for c in cols if isinstance(X[c].dtype, pd.CategoricalDtype)]
+    numeric = [c for c in cols if c not in categorical]
+    base = LevelRatioRegressor(make_estimator(spec, categorical, numeric), LEVEL_FEATURE)
+    grid = {f"regressor__estimator__{k}": v for k, v in SPACE.items()}
+    common = dict(cv=time_folds(t, 3, 6), scoring="neg_mean_absolute_error", refit=True)
+    if method == "grid":
+        ref = GridSearchCV(base, grid, **common)
+    else:
+        ref = RandomizedSearchCV(base, grid, n_iter=5, random_state=spec.seed, **common)
+    with threadpool_limits(limits=1):  # fit_model pins its fits to threads=1
+        ref.fit(X, y)
+    res = ref.cv_results_
+    got = report["search"]["candidates"]
+    assert len(got) == len(res["params"]) == (8 if method == "grid" else 5)
+    for i, cand in enumerate(got):
+        assert cand["params"] == {k.split("__")[-1]: v for k, v in res["params"][i].items()}
+        assert cand["cv_mae"] == -res["mean_test_score"][i]  # exactly, not approximately
+        assert cand["cv_mae_std"] == res["std_test_score"][i]
+        assert cand["rank"] == res["rank_test_score"][i]
+    assert report["search"]["best_cv_mae"] == -ref.best_score_
+    assert report["search"]["best_params"] == {
+        k.split("__")[-1]: v for k, v in ref.best_params_.items()
+    }
+    assert dumps_model(model) == dumps_model(ref.best_estimator_)
+
+
+def test_search_in_processes_gives_the_same_model(params, data, caplog):
+    train, cols = data
+    args = (train[cols], train[TARGET], train[T].to_numpy())
+    spec = small_spec(
+        params, enabled=True, folds=2, fold_months=6, space={"learning_rate": [0.05, 0.2]}
+    )
+    alone, report = fit_model(*args, spec, "log_ratio", LEVEL_FEATURE)
+    spec2 = spec.model_copy(update={"search": spec.search.model_copy(update={"n_jobs": 2})})
+    with caplog.at_level(logging.INFO, logger="panelcast.modelling.model"):
+        shared, report2 = fit_model(*args, spec2, "log_ratio", LEVEL_FEATURE, threads=1)
+    assert report2 == report
+    assert dumps_model(shared) == dumps_model(alone)
+    assert re.search(r"search: 4/4 fits done in \d+ s$", caplog.messages[-1])
+
+
+def test_progress_says_how_far_and_how_long(caplog):
+    progress = Progress("search", 4, "fits", every=3600)
+    with caplog.at_level(logging.INFO, logger="panelcast.modelling.model"):
+        progress.update(1)  # not due: logged at most every `every` seconds
+        progress.every = 0
+        progress.update(2, "detail")
+        progress.update(4)
+    assert len(caplog.messages) == 2
+    assert re.fullmatch(
+        r"search: 2/4 fits done in \d+ s, about \d+ s left \(detail\)", caplog.messages[0]
+    )
+    assert re.fullmatch(r"search: 4/4 fits done in \d+ s", caplog.messages[1])
+
+
 @pytest.mark.parametrize(
     "estimator",
     ["HistGradientBoostingRegressor", "Ridge", "RandomForestRegressor", "ExtraTreesRegressor"],
@@ -91,11 +173,12 @@ def test_skops_bytes_are_identical_across_fits(params, data, estimator):
     hyper = {"HistGradientBoostingRegressor": {"max_iter": 20}, "Ridge": {"alpha": 1.0}}.get(
         estimator, {"n_estimators": 5}
     )
-    spec = replace(
-        params.train,
-        estimator=estimator,
-        hyperparameters=hyper,
-        search=replace(params.train.search, enabled=False),
+    spec = params.train.model_copy(
+        update={
+            "estimator": estimator,
+            "hyperparameters": hyper,
+            "search": params.train.search.model_copy(update={"enabled": False}),
+        }
     )
     blobs = []
     for _ in range(2):
@@ -137,3 +220,70 @@ def test_truncated_and_tampered_files_are_refused(params, data):
             dst.writestr(info, data_)
     with pytest.raises(ValueError, match="models/model.skops"):
         loads_model(out.getvalue(), "models/model.skops")
+
+
+#: Fits a small model in a child process restricted to the cores in argv[1], with thread
+#: pools pinned as the stage runner pins them, and writes its bytes to argv[3].
+AFFINITY_CHILD = """
+import json, os, sys
+os.sched_setaffinity(0, set(json.loads(sys.argv[1])))  # before numpy/sklearn load OpenMP
+import numpy as np, pandas as pd
+from sklearn.utils._openmp_helpers import _openmp_effective_n_threads
+from threadpoolctl import threadpool_info, threadpool_limits
+from panelcast.core.config import load_params
+from panelcast.modelling.model import dumps_model, fit_model
+
+params = load_params(sys.argv[2])
+rng = np.random.default_rng(0)
+n = 5000
+X = pd.DataFrame(rng.normal(size=(n, 12)), columns=[f"x{i}" for i in range(12)])
+X["segment"] = pd.Categorical(rng.choice(list("abcdefgh"), n))
+X["log_level"] = rng.normal(5, 1, n)
+y = np.expm1(X["log_level"] + 0.3 * X["x0"] + np.sin(X["x1"]) + rng.normal(0, 0.1, n))
+search = params.train.search.model_copy(update={"enabled": False})
+spec = params.train.model_copy(update={"hyperparameters": {"max_iter": 40}, "search": search})
+info = {"cores": len(os.sched_getaffinity(0)), "unpinned": _openmp_effective_n_threads()}
+with threadpool_limits(limits=params.compute.threads):  # as core.stage.run_stage does
+    info["pinned"] = _openmp_effective_n_threads()  # what HistGradientBoosting uses
+    info["openmp"] = [p["num_threads"] for p in threadpool_info() if p["user_api"] == "openmp"]
+    model, _ = fit_model(
+        X, y, np.arange(n), spec, "log_ratio", "log_level", threads=params.compute.threads
+    )
+with open(sys.argv[3], "wb") as f:
+    f.write(dumps_model(model))
+print(json.dumps(info))
+"""
+
+
+@pytest.mark.skipif(
+    not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2,
+    reason="needs CPU affinity and at least 2 cores",
+)
+def test_model_bytes_do_not_depend_on_the_core_count(params, tmp_path):
+    """Fitted on 1 core and on 2, with thread pools pinned like the runner: same bytes.
+
+    Unpinned, HistGradientBoosting runs one OpenMP thread per core and its parallel sums
+    change with the thread count (different bytes on 2 cores); ``threadpool_limits``
+    brings the threads it uses to ``compute.threads`` (checked below)."""
+    assert params.compute.threads == 1
+    cores = sorted(os.sched_getaffinity(0))[:2]
+    env = {k: v for k, v in os.environ.items() if not k.endswith("_NUM_THREADS")}
+    env["PYTHONPATH"] = str(ROOT / "src")
+    blobs, infos = [], []
+    for use in (cores[:1], cores):
+        out = tmp_path / f"model_{len(use)}.skops"
+        proc = subprocess.run(
+            [sys.executable, "-c", AFFINITY_CHILD, json.dumps(use), str(ROOT / "params.yaml"), out],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert proc.returncode == 0, proc.stderr
+        infos.append(json.loads(proc.stdout))
+        blobs.append(out.read_bytes())
+    one, two = infos
+    assert (one["cores"], two["cores"]) == (1, 2)
+    assert two["unpinned"] == 2, f"OpenMP would not use both cores unpinned: {two}"
+    assert one["pinned"] == two["pinned"] == 1 and set(one["openmp"] + two["openmp"]) == {1}
+    assert blobs[0] == blobs[1]

@@ -52,6 +52,8 @@ __all__ = [
     "Params",
     "ParamsError",
     "PathsSpec",
+    "PredictSpec",
+    "ServeSpec",
     "PolicySpec",
     "ProblemSpec",
     "RetrainSpec",
@@ -65,6 +67,7 @@ __all__ = [
     "key_path",
     "load_params",
     "load_yaml_strict",
+    "read_yaml_file",
     "params_from_dict",
     "parse_month",
     "rule_error",
@@ -229,6 +232,10 @@ class PathsSpec(StrictModel):
     model: Name
     model_metadata: Name
     reference: Name
+    deployed_model: Name
+    deployed_metadata: Name
+    serving_state: Name
+    forecasts: Name
     metrics: Name
     plots: Name
 
@@ -427,6 +434,33 @@ class BacktestSpec(StrictModel):
         return self
 
 
+class PredictSpec(StrictModel):
+    """Forecasts of the periods after the data, with calibrated prediction intervals."""
+
+    # all: the deployed model is refit on every labelled period; train_window: the
+    # evaluated model itself is deployed
+    refit: Literal["all", "train_window"]
+    # nominal coverage of each prediction interval, in percent
+    interval_levels: list[Annotated[int, Field(ge=1, le=99)]] = Field(min_length=1)
+    # months at the end of the training window whose one-step residuals calibrate the
+    # intervals (split-conformal: a model fitted before them forecasts them)
+    calibration_months: Positive
+
+    @model_validator(mode="after")
+    def _unique_levels(self) -> PredictSpec:
+        if len(set(self.interval_levels)) != len(self.interval_levels):
+            raise rule_error("interval_levels", "must not repeat a level", self.interval_levels)
+        return self
+
+
+class ServeSpec(StrictModel):
+    """The HTTP service: request limits and micro-batching of concurrent requests."""
+
+    max_rows: Positive  # rows in one request body; more is refused with 413
+    batch_window_ms: float = Field(ge=0, le=1000)  # wait this long to batch requests ...
+    batch_max_rows: Positive  # ... or until this many forecast rows are waiting
+
+
 class ComputeSpec(StrictModel):
     """How much of the machine one process uses; parallelism comes from processes."""
 
@@ -455,6 +489,8 @@ class Params(StrictModel):
     drift: DriftSpec
     backtest: BacktestSpec
     retrain: RetrainSpec
+    predict: PredictSpec
+    serve: ServeSpec
     compute: ComputeSpec
 
 
@@ -697,16 +733,21 @@ def params_from_dict(data: Any, source: str = "params") -> Params:
         raise ParamsError(f"{source}: {describe_validation_error(exc, Params, 'params')}") from None
 
 
-def load_params(path: str | Path = "params.yaml") -> Params:
-    """Read and validate ``params.yaml``; errors name the file and the key."""
+def read_yaml_file(path: str | Path, what: str, error: type[UserError]) -> Any:
+    """Read a YAML file strictly (:func:`load_yaml_strict`); ``error`` names ``what`` and it."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ParamsError(f"params file {str(path)!r} not found.") from None
+        raise error(f"{what} {str(path)!r} not found.") from None
     except UnicodeDecodeError as exc:
-        raise ParamsError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start}).") from None
-    data = load_yaml_strict(text, str(path), ParamsError)
+        raise error(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start}).") from None
+    data = load_yaml_strict(text, str(path), error)
     if data is None:
-        raise ParamsError(f"params file {str(path)!r} is empty.")
-    return params_from_dict(data, str(path))
+        raise error(f"{what} {str(path)!r} is empty.")
+    return data
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    """Read and validate ``params.yaml``; errors name the file and the key."""
+    return params_from_dict(read_yaml_file(path, "params file", ParamsError), str(path))

@@ -23,7 +23,7 @@ from ..core.config import (
     Month,
     StrictModel,
     describe_validation_error,
-    load_yaml_strict,
+    read_yaml_file,
     rule_error,
 )
 from ..core.errors import ContractError
@@ -151,16 +151,7 @@ class Failure:
 def load_contract(path: str | Path) -> Contract:
     """Read ``contract.yaml`` strictly: unknown keys, wrong types, duplicate keys and YAML
     anchors/aliases are errors (:class:`ContractError`) naming the file and the key."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ContractError(f"data contract {str(path)!r} not found.") from None
-    except UnicodeDecodeError as exc:
-        raise ContractError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start}).") from None
-    data = load_yaml_strict(text, str(path), ContractError)
-    if data is None:
-        raise ContractError(f"data contract {str(path)!r} is empty.")
+    data = read_yaml_file(path, "data contract", ContractError)
     try:
         return Contract.model_validate(data)
     except ValidationError as exc:

@@ -7,13 +7,15 @@ import io
 import json
 import logging
 import re
+import time
 import zipfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-import skops.io as sio
+from joblib import Parallel, delayed, parallel_config
+from scipy.stats import rankdata
 from sklearn.base import BaseEstimator, RegressorMixin, clone
 from sklearn.compose import ColumnTransformer
 from sklearn.ensemble import (
@@ -23,10 +25,12 @@ from sklearn.ensemble import (
 )
 from sklearn.impute import SimpleImputer
 from sklearn.linear_model import Ridge
-from sklearn.model_selection import GridSearchCV, ParameterGrid, RandomizedSearchCV
+from sklearn.metrics import mean_absolute_error
+from sklearn.model_selection import ParameterGrid, ParameterSampler
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 from sklearn.utils.validation import check_is_fitted
+from threadpoolctl import threadpool_limits
 
 from ..core.config import TrainSpec
 from ..core.errors import ModelFileError, ParamsError
@@ -152,46 +156,63 @@ def time_folds(t: np.ndarray, folds: int, fold_months: int) -> list[tuple[np.nda
 
 
 def fit_model(
-    X: pd.DataFrame, y: pd.Series, t: np.ndarray, spec: TrainSpec, scale: str, level_feature: str
+    X: pd.DataFrame,
+    y: pd.Series,
+    t: np.ndarray,
+    spec: TrainSpec,
+    scale: str,
+    level_feature: str,
+    threads: int = 1,
 ) -> tuple[LevelRatioRegressor, dict]:
-    """Fit the model, with the time-ordered hyperparameter search when enabled."""
+    """Fit the model, with the time-ordered hyperparameter search when enabled.
+
+    The search scores every (candidate, fold) pair in ``spec.search.n_jobs`` processes,
+    each with its thread pools pinned to ``threads`` (1 keeps the bytes of the model the
+    same on any core count). Candidates, scores and the choice are those of scikit-learn's
+    ``GridSearchCV`` / ``RandomizedSearchCV`` (``random_state=seed``) with the MAE: the mean
+    over folds (unweighted), and the first candidate of lowest mean wins; the winner is
+    then refitted on every row.
+    """
     categorical = [c for c in X.columns if isinstance(X[c].dtype, pd.CategoricalDtype)]
     numeric = [c for c in X.columns if c not in categorical]
     model = LevelRatioRegressor(make_estimator(spec, categorical, numeric), level_feature, scale)
     report: dict[str, Any] = {"estimator": spec.estimator, "search": None}
     s = spec.search
     if not s.enabled:
-        model.fit(X, y)
+        with threadpool_limits(limits=threads):
+            model.fit(X, y)
         return model, report
     check_hyperparameters(spec.estimator, s.space, "train.search.space")
-    grid = {f"regressor__estimator__{k}": v for k, v in s.space.items()}
+    grid = {f"{_INNER}{k}": v for k, v in s.space.items()}
     splits = time_folds(t, s.folds, s.fold_months)
-    common = dict(cv=splits, scoring="neg_mean_absolute_error", n_jobs=s.n_jobs, refit=True)
-    n_candidates = len(ParameterGrid(grid))
-    if s.method == "grid":
-        search = GridSearchCV(model, grid, **common)
-    else:
-        n_iter = min(s.n_iter, n_candidates)
-        search = RandomizedSearchCV(model, grid, n_iter=n_iter, random_state=spec.seed, **common)
+    candidates = search_candidates(grid, s.method, s.n_iter, spec.seed)
+    tasks = [(i, j) for i in range(len(candidates)) for j in range(len(splits))]
     logger.info(
-        "search: %s over %d candidate(s) x %d time-ordered folds",
+        "search: %s over %d candidate(s) x %d time-ordered folds = %d fits, "
+        "%d process(es) of %d thread(s)",
         s.method,
-        n_candidates if s.method == "grid" else min(s.n_iter, n_candidates),
+        len(candidates),
         len(splits),
+        len(tasks),
+        s.n_jobs,
+        threads,
     )
-    search.fit(X, y)
-    res = search.cv_results_
-    candidates = []
-    for i, params in enumerate(res["params"]):
-        candidates.append(
-            {
-                "params": {k.split("__")[-1]: _plain(v) for k, v in params.items()},
-                "cv_mae": float(-res["mean_test_score"][i]),
-                "cv_mae_std": float(res["std_test_score"][i]),
-                "rank": int(res["rank_test_score"][i]),
-            }
+    fold_mae = np.empty((len(candidates), len(splits)))
+    progress = Progress("search", len(tasks), "fits")
+    with parallel_config(backend="loky", inner_max_num_threads=threads):
+        done = Parallel(n_jobs=s.n_jobs, return_as="generator")(
+            delayed(_fold_mae)(model, candidates[i], X, y, *splits[j], threads) for i, j in tasks
         )
-    best = {k.split("__")[-1]: _plain(v) for k, v in search.best_params_.items()}
+        for k, ((i, j), mae) in enumerate(zip(tasks, done, strict=True), start=1):
+            fold_mae[i, j] = mae
+            progress.update(k)
+    # as scikit-learn's cv_results_: unweighted mean and std over folds, rank "min" on ties
+    mean = np.average(fold_mae, axis=1)
+    std = np.sqrt(np.average((fold_mae - mean[:, np.newaxis]) ** 2, axis=1))
+    rank = rankdata(mean, method="min").astype(np.int32)
+    best = int(rank.argmin())
+    with threadpool_limits(limits=threads):
+        final = clone(model).set_params(**candidates[best]).fit(X, y)
     report["search"] = {
         "method": s.method,
         "folds": [
@@ -203,11 +224,80 @@ def fit_model(
             }
             for tr, va in splits
         ],
-        "best_params": best,
-        "best_cv_mae": float(-search.best_score_),
-        "candidates": candidates,
+        "best_params": _short(candidates[best]),
+        "best_cv_mae": float(mean[best]),
+        "candidates": [
+            {
+                "params": _short(params),
+                "cv_mae": float(mean[i]),
+                "cv_mae_std": float(std[i]),
+                "rank": int(rank[i]),
+            }
+            for i, params in enumerate(candidates)
+        ],
     }
-    return search.best_estimator_, report
+    return final, report
+
+
+#: Where the estimator's hyperparameters sit inside :class:`LevelRatioRegressor`.
+_INNER = "regressor__estimator__"
+
+
+def search_candidates(grid: dict[str, list], method: str, n_iter: int, seed: int) -> list[dict]:
+    """The candidates, in scikit-learn's order: the whole grid, or ``n_iter`` of it sampled
+    without replacement with ``random_state=seed`` (as ``RandomizedSearchCV`` does)."""
+    whole = ParameterGrid(grid)
+    if method == "grid":
+        return list(whole)
+    return list(ParameterSampler(grid, min(n_iter, len(whole)), random_state=seed))
+
+
+def _fold_mae(
+    model: LevelRatioRegressor,
+    params: dict,
+    X: pd.DataFrame,
+    y: pd.Series,
+    train: np.ndarray,
+    val: np.ndarray,
+    threads: int,
+) -> float:
+    """MAE on fold ``val`` of a candidate fitted on fold ``train`` (runs in a worker)."""
+    with threadpool_limits(limits=threads):
+        fitted = clone(model).set_params(**params).fit(X.iloc[train], y.iloc[train])
+        return float(mean_absolute_error(y.iloc[val], fitted.predict(X.iloc[val])))
+
+
+def _short(params: dict) -> dict:
+    return {k.split("__")[-1]: _plain(v) for k, v in params.items()}
+
+
+class Progress:
+    """Say how far long work is: ``done/total`` with the time spent and an estimate of the
+    time left, at most every ``every`` seconds and once at the end."""
+
+    def __init__(
+        self,
+        what: str,
+        total: int,
+        unit: str,
+        every: float = 2.5,
+        log: logging.Logger | None = None,
+    ):
+        self.what, self.total, self.unit, self.every = what, total, unit, every
+        self.log = log or logger
+        self.started = self._last = time.perf_counter()
+
+    def update(self, done: int, detail: str = "") -> None:
+        """Record that ``done`` of ``total`` are done; log if due (``detail`` appended)."""
+        now = time.perf_counter()
+        if done < self.total and now - self._last < self.every:
+            return
+        self._last = now
+        elapsed = now - self.started
+        text = f"{self.what}: {done}/{self.total} {self.unit} done in {elapsed:.0f} s"
+        if 0 < done < self.total:
+            text += f", about {elapsed / done * (self.total - done):.0f} s left"
+        self.log.info("%s%s", text, f" ({detail})" if detail else "")
 
 
 def _plain(value: Any) -> Any:
@@ -237,6 +327,15 @@ TRUSTED_TYPES: list[str] = [
 _ID = re.compile(rb'("__id__": )(\d+)|"(\d+)(\.npy)"')
 
 
+def _skops_io() -> Any:
+    """``skops.io``, imported on first use: importing it imports every scikit-learn
+    estimator module (about 1 s of CPU), which processes that only fit or check params
+    (the backtest and its workers, check_params) need not pay."""
+    import skops.io
+
+    return skops.io
+
+
 def dumps_model(model: Any) -> bytes:
     """Serialise with skops into byte-identical bytes for identical models.
 
@@ -244,7 +343,7 @@ def dumps_model(model: Any) -> bytes:
     each entry with the current time; both are renumbered in order of appearance and
     the zip is rewritten with a fixed timestamp.
     """
-    raw = sio.dumps(model)
+    raw = _skops_io().dumps(model)
     src = zipfile.ZipFile(io.BytesIO(raw))
     schema = src.read("schema.json")
     mapping: dict[bytes, bytes] = {}
@@ -287,6 +386,7 @@ class UntrustedModelError(ModelFileError):
 def loads_model(data: bytes, source: str = "<bytes>") -> Any:
     """Load a skops model, refusing any type outside :data:`TRUSTED_TYPES`."""
     try:
+        sio = _skops_io()
         untrusted = sio.get_untrusted_types(data=data)
     except Exception as exc:
         raise ModelFileError(

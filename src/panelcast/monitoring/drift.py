@@ -523,7 +523,7 @@ def compare(profile: dict, current: pd.DataFrame, thresholds: DriftThresholds) -
         )
     if drifted_keys:
         reasons.append(f"dataset: key column(s) {', '.join(drifted_keys)} drifted")
-    logger.info(
+    logger.debug(
         "Drift check: %d of %d columns drifted (dataset drifted: %s).",
         len(drifted_columns),
         n_columns,

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
+from typing import Any
 
 import pandas as pd
 
@@ -28,22 +29,25 @@ class Backtest:
 def backtest(features: pd.DataFrame, params: Params) -> Backtest:
     """Replay every policy of ``params.backtest`` on ``features``."""
     spec = params.backtest
-    train = replace(params.train, search=replace(params.train.search, enabled=False))
-    replays = run_backtest(
-        BacktestData(
-            features,
-            feature_columns(features, params.problem),
-            params.problem.segment,
-            max(params.features.lags),
-            spec,
-            train,
-            params.features.scale,
-            drift_thresholds(params.drift),
-        )
+    train = _updated(params.train, search=_updated(params.train.search, enabled=False))
+    ctx = BacktestData(
+        features,
+        feature_columns(features, params.problem),
+        params.problem.segment,
+        max(params.features.lags),
+        spec,
+        train,
+        params.features.scale,
+        drift_thresholds(params.drift),
+        threads=params.compute.threads,
     )
+    replays = run_backtest(ctx)
     summary = summarise(replays, spec)
     months = pd.DataFrame([m for r in replays for m in r.months])
     result = {
+        # what the backtest fitted: each distinct training cutoff once, shared by the
+        # policies (a policy's own "fits" is what it would cost in production)
+        "distinct_fits": ctx.fitted,
         "first_training_window": {"start": spec.first_train_start, "end": spec.first_train_end},
         "replayed": {"start": months["month"].min(), "end": months["month"].max()},
         "crisis": {"start": spec.crisis_start, "end": spec.crisis_end},
@@ -70,3 +74,8 @@ def backtest(features: pd.DataFrame, params: Params) -> Backtest:
         },
         backtest_figure(months),
     )
+
+
+def _updated(spec: Any, **changes: Any) -> Any:
+    """A copy of a params section with ``changes`` (the one place that knows how)."""
+    return spec.model_copy(update=changes)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import platform
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -49,6 +49,7 @@ def train(features: pd.DataFrame, data_sha256: str, params: Params) -> Trained:
         params.train,
         params.features.scale,
         LEVEL_FEATURE,
+        threads=params.compute.threads,
     )
     in_sample = model.predict(rows[cols])
     card = model_card(model)
@@ -63,7 +64,7 @@ def train(features: pd.DataFrame, data_sha256: str, params: Params) -> Trained:
             "rows": int(len(rows)),
         },
         "data_sha256": data_sha256,
-        "params": {"train": asdict(params.train), "features": asdict(params.features)},
+        "params": {"train": params.train.model_dump(), "features": params.features.model_dump()},
         "versions": {
             "python": platform.python_version(),
             "scikit-learn": sklearn.__version__,
