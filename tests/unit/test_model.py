@@ -19,10 +19,10 @@ from threadpoolctl import threadpool_limits
 from panelcast.core.config import WindowSpec
 from panelcast.core.errors import ParamsError
 from panelcast.core.periods import LEVEL_FEATURE, TARGET, T
+from panelcast.core.progress import Progress
 from panelcast.modelling.features import build_features, feature_columns
 from panelcast.modelling.model import (
     LevelRatioRegressor,
-    Progress,
     UntrustedModelError,
     dumps_model,
     fit_model,
@@ -152,7 +152,7 @@ def test_search_in_processes_gives_the_same_model(params, data, caplog):
 
 def test_progress_says_how_far_and_how_long(caplog):
     progress = Progress("search", 4, "fits", every=3600)
-    with caplog.at_level(logging.INFO, logger="panelcast.modelling.model"):
+    with caplog.at_level(logging.INFO, logger="panelcast.core.progress"):
         progress.update(1)  # not due: logged at most every `every` seconds
         progress.every = 0
         progress.update(2, "detail")

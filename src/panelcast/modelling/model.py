@@ -7,7 +7,6 @@ import io
 import json
 import logging
 import re
-import time
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -34,6 +33,7 @@ from threadpoolctl import threadpool_limits
 
 from ..core.config import TrainSpec
 from ..core.errors import ModelFileError, ParamsError
+from ..core.progress import Progress
 
 logger = logging.getLogger(__name__)
 
@@ -198,7 +198,7 @@ def fit_model(
         threads,
     )
     fold_mae = np.empty((len(candidates), len(splits)))
-    progress = Progress("search", len(tasks), "fits")
+    progress = Progress("search", len(tasks), "fits", log=logger)
     with parallel_config(backend="loky", inner_max_num_threads=threads):
         done = Parallel(n_jobs=s.n_jobs, return_as="generator")(
             delayed(_fold_mae)(model, candidates[i], X, y, *splits[j], threads) for i, j in tasks
@@ -269,35 +269,6 @@ def _fold_mae(
 
 def _short(params: dict) -> dict:
     return {k.split("__")[-1]: _plain(v) for k, v in params.items()}
-
-
-class Progress:
-    """Say how far long work is: ``done/total`` with the time spent and an estimate of the
-    time left, at most every ``every`` seconds and once at the end."""
-
-    def __init__(
-        self,
-        what: str,
-        total: int,
-        unit: str,
-        every: float = 2.5,
-        log: logging.Logger | None = None,
-    ):
-        self.what, self.total, self.unit, self.every = what, total, unit, every
-        self.log = log or logger
-        self.started = self._last = time.perf_counter()
-
-    def update(self, done: int, detail: str = "") -> None:
-        """Record that ``done`` of ``total`` are done; log if due (``detail`` appended)."""
-        now = time.perf_counter()
-        if done < self.total and now - self._last < self.every:
-            return
-        self._last = now
-        elapsed = now - self.started
-        text = f"{self.what}: {done}/{self.total} {self.unit} done in {elapsed:.0f} s"
-        if 0 < done < self.total:
-            text += f", about {elapsed / done * (self.total - done):.0f} s left"
-        self.log.info("%s%s", text, f" ({detail})" if detail else "")
 
 
 def _plain(value: Any) -> Any:

@@ -34,8 +34,9 @@ from threadpoolctl import threadpool_limits
 
 from ..core.config import BacktestSpec, PolicySpec, TrainSpec
 from ..core.periods import LEVEL_FEATURE, PREDICTION, TARGET, T, format_period, parse_period
+from ..core.progress import Progress
 from ..modelling.metrics import scores
-from ..modelling.model import Progress, fit_model
+from ..modelling.model import fit_model
 from .drift import DriftThresholds, build_profile, compare
 from .reference import monitored_frame, steady_state
 
