@@ -269,3 +269,17 @@ def test_absent_and_empty_contract(tmp_path):
         load_contract(tmp_path / "absent.yaml")
     with pytest.raises(ContractError, match="empty"):
         load_contract(contract_file(tmp_path, lambda t: ""))
+
+
+def test_duplicate_keys_with_missing_key_values_are_reported_not_crashed():
+    from panelcast.data.contract import check as check_rows
+    from panelcast.data.contract import load_contract as load
+
+    from ..conftest import ROOT
+
+    frame = pd.DataFrame(
+        {"city": [None, None], "year": [2010, 2010], "month": [1, 1], "sales": [1.0, 1.0]}
+    )
+    failures = check_rows(frame, load(ROOT / "contract.yaml"), ("year", "month"))
+    dup = [f for f in failures if f.rule == "unique_key"]
+    assert dup and dup[0].count == 2 and "<missing>|2010|1" in dup[0].examples

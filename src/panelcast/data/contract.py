@@ -369,7 +369,10 @@ def check(
     if key and len(key) == len(contract.key):
         dup = frame.duplicated(subset=key, keep=False)
         if dup.any():
-            keys = frame.loc[dup, key].astype(str).agg("|".join, axis=1)
+            as_text = frame.loc[dup, key].apply(
+                lambda col: col.map(lambda v: "<missing>" if pd.isna(v) else str(v))
+            )
+            keys = as_text.agg("|".join, axis=1)
             _add(
                 failures,
                 None,

@@ -10,6 +10,7 @@ large segments alike.
 from __future__ import annotations
 
 import logging
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -162,3 +163,73 @@ def _rolling_mean(values: pd.Series, groups: pd.Series, window: int) -> pd.Serie
     """Mean of the last ``window`` values within each group, ignoring missing ones."""
     rolled = values.groupby(groups, sort=False).rolling(window, min_periods=1).mean()
     return rolled.reset_index(level=0, drop=True).sort_index()
+
+
+def history_length(spec: FeatureSpec) -> int:
+    """Periods of history the features of one period read (the longest lag or window)."""
+    return max([*spec.lags, *spec.rolling, spec.level_window])
+
+
+def next_period_features(
+    history: pd.DataFrame,
+    problem: ProblemSpec,
+    spec: FeatureSpec,
+    categories: list[str] | None = None,
+    until: int | None = None,
+) -> pd.DataFrame:
+    """Feature rows of the period after each segment's history, as :func:`build_features`
+    would compute them, in a few vectorised numpy steps (the serving path).
+
+    ``history`` has the source schema (segment, time columns, target, exogenous), one row
+    per segment and period. The forecast period of a segment is the one after its last
+    period, or after ``until`` for every segment. ``categories`` are the segment levels
+    the model was fitted with (default: the segments present). Returns one row per segment
+    with the segment, ``period``, ``t`` and every feature column; a segment without any
+    value in its recent window has a missing ``log_level`` and cannot be forecast.
+    """
+    seg = problem.segment
+    width = history_length(spec)
+    segments = history[seg].astype(str).to_numpy()
+    t = month_index(history, problem).to_numpy()
+    names, codes = np.unique(segments, return_inverse=True)
+    if until is None:
+        last = np.full(len(names), np.iinfo(np.int64).min)
+        np.maximum.at(last, codes, t)
+    else:
+        last = np.full(len(names), int(until))
+    offset = last[codes] - t  # 0 = the last period, width - 1 = the oldest one read
+    keep = (offset >= 0) & (offset < width)
+    rows, cols = codes[keep], width - 1 - offset[keep]
+
+    def matrix(values: np.ndarray) -> np.ndarray:
+        out = np.full((len(names), width), np.nan)
+        out[rows, cols] = values[keep]
+        return out
+
+    y = matrix(history[problem.target].to_numpy(dtype=float))
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-missing window: NaN, kept
+        level = np.nanmean(y[:, width - spec.level_window :], axis=1)
+        rolling = {w: np.nanmean(y[:, width - w :], axis=1) for w in sorted(set(spec.rolling))}
+    log_level = np.log1p(level)
+    scaled = spec.scale == "log_ratio"
+
+    def scale(values: np.ndarray) -> np.ndarray:
+        return np.log1p(values) - log_level if scaled else values
+
+    target_t = last + 1
+    out = pd.DataFrame({seg: names, PERIOD: [format_period(p) for p in target_t], T: target_t})
+    for k in sorted(set(spec.lags)):
+        out[f"lag_{k}"] = scale(y[:, width - k])
+    for w, values in rolling.items():
+        out[f"roll_{w}"] = scale(values)
+    out[LEVEL_FEATURE] = log_level
+    for col in spec.exogenous:
+        prev = matrix(history[col].to_numpy(dtype=float))[:, width - 1]
+        out[f"exo_{col}"] = np.log1p(np.clip(prev, 0, None)) if scaled else prev
+    if spec.calendar:
+        out[SEASON_FEATURE] = (season_of(target_t) + 1).astype("int64")
+    if spec.segment_feature:
+        levels = sorted(names) if categories is None else list(categories)
+        out[SEGMENT_FEATURE] = pd.Categorical(names, categories=levels)
+    return out

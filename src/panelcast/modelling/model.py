@@ -14,7 +14,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from joblib import Parallel, delayed, parallel_config
-from scipy.stats import rankdata
 from sklearn.base import BaseEstimator, RegressorMixin, clone
 from sklearn.compose import ColumnTransformer
 from sklearn.ensemble import (
@@ -209,6 +208,8 @@ def fit_model(
     # as scikit-learn's cv_results_: unweighted mean and std over folds, rank "min" on ties
     mean = np.average(fold_mae, axis=1)
     std = np.sqrt(np.average((fold_mae - mean[:, np.newaxis]) ** 2, axis=1))
+    from scipy.stats import rankdata  # here: scipy.stats costs about 1 s to import
+
     rank = rankdata(mean, method="min").astype(np.int32)
     best = int(rank.argmin())
     with threadpool_limits(limits=threads):

@@ -1,0 +1,407 @@
+"""The forecaster's fast path: the same forecasts as :meth:`Forecaster.forecast` without
+rebuilding pandas frames per request.
+
+At load, the stored recent history becomes one numpy array per input column, one row
+per segment, aligned on each segment's last stored period (``width`` periods, the
+longest lag or window the features read). A request's rows are merged over a copy of
+the rows of its segments (a request row replaces the stored row of the same period, and
+a later period moves the window forward), and the feature matrix is computed with the
+very numpy expressions of :func:`panelcast.modelling.features.next_period_features`.
+A unit test checks both paths give identical features and forecasts on many random
+requests; ``next_period_features`` stays the single definition of a feature.
+
+Request rows reach the fast path in two ways: :meth:`FastPath.rows_from_records` reads
+parsed JSON rows that are plainly valid (every column present, the right Python types,
+within the contract's ranges, known segments, unique periods, nothing in the future),
+and answers ``None`` for anything else, which then takes the contract's own
+:func:`panelcast.data.contract.check` (its failures are what a client is told);
+:meth:`FastPath.rows_from_frame` reads a frame that passed it.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from ..core.periods import LEVEL_FEATURE, SEASON_FEATURE, SEGMENT_FEATURE, current_period
+from ..modelling.features import history_length, month_index
+from ..modelling.intervals import interval
+from .compiled import CompiledModel
+
+if TYPE_CHECKING:
+    from .forecaster import Forecaster
+
+#: No stored period (a segment without rows in the serving state).
+NONE = np.iinfo(np.int64).min
+#: Python ints beyond this are read through the contract's path (exact floats only here).
+EXACT_INT = 2**53
+
+
+@dataclass
+class RequestRows:
+    """Validated request rows as arrays: segment index, period, values (target, exo...)."""
+
+    seg: np.ndarray
+    t: np.ndarray
+    values: np.ndarray
+
+
+@dataclass
+class Prepared:
+    """Merged history windows of the segments of one request, ready to forecast."""
+
+    seg: np.ndarray  # (m,) segment index, in name order
+    last: np.ndarray  # (m,) last period of each merged history
+    windows: np.ndarray  # (k, m, width): target then exogenous columns
+
+    def __len__(self) -> int:
+        return len(self.seg)
+
+
+@dataclass
+class Forecasts:
+    """The answer for one request: per segment, its period, forecast and bounds."""
+
+    segments: list[str]
+    periods: list[str]
+    forecast: np.ndarray
+    bounds: dict[str, np.ndarray]  # lower_80, upper_80, ... in level order
+
+    def columns(self) -> list[str]:
+        return ["forecast", *self.bounds]
+
+    def frame(self, segment: str, version: str) -> pd.DataFrame:
+        """As :meth:`Forecaster.forecast` returns it."""
+        out = pd.DataFrame({segment: self.segments, "period": self.periods})
+        out["forecast"] = self.forecast
+        for name, values in self.bounds.items():
+            out[name] = values
+        out["model_version"] = version
+        return out
+
+
+class FastPath:
+    """Precomputed per-segment arrays and the compiled model of one :class:`Forecaster`."""
+
+    def __init__(self, forecaster: Forecaster):
+        fc = forecaster
+        params = fc.params
+        self.problem, self.spec = params.problem, params.features
+        self.width = history_length(self.spec)
+        self.names = list(fc.segments)
+        self.index = {name: i for i, name in enumerate(self.names)}
+        self.name_array = np.array(self.names, dtype=object)
+        self.sorted_names = self.names == sorted(self.names)
+        self.value_columns = [params.problem.target, *self.spec.exogenous]
+        self.inputs = list(fc.metadata["input_schema"])
+        self.features = list(fc.metadata["features"])
+        self.offsets = {int(k): tuple(v) for k, v in fc.metadata["interval_offsets"].items()}
+        self.bound_names = [
+            f"{side}_{level}" for level in self.offsets for side in ("lower", "upper")
+        ]
+        self._state_arrays(fc.state)
+        self._contract_rules(fc)
+        self.model = fc.model
+        self.compiled = CompiledModel.from_model(
+            fc.model, self.features, {SEGMENT_FEATURE: self.names}
+        )
+        self.compiled_checked = False
+
+    # ------------------------------------------------------------------ stored history
+
+    def _state_arrays(self, state: pd.DataFrame) -> None:
+        seg = state[self.problem.segment].astype(str).to_numpy()
+        t = month_index(state, self.problem).to_numpy(dtype=np.int64)
+        idx = np.array([self.index.get(s, -1) for s in seg], dtype=np.intp)
+        known = idx >= 0  # state rows of segments the model does not know are never read
+        idx, t = idx[known], t[known]
+        n = len(self.names)
+        last = np.full(n, NONE, dtype=np.int64)
+        np.maximum.at(last, idx, t)
+        self.last = last
+        win = np.full((len(self.value_columns), n, self.width), np.nan)
+        off = last[idx] - t
+        keep = off < self.width
+        values = state[self.value_columns].to_numpy(dtype=float)[known]
+        win[:, idx[keep], self.width - 1 - off[keep]] = values[keep].T
+        self.windows = win
+
+    # ------------------------------------------------------------------ request rows
+
+    def _contract_rules(self, fc: Forecaster) -> None:
+        rules = fc.contract.columns
+        seg, year, month = (
+            self.problem.segment,
+            self.problem.time.year_column,
+            self.problem.time.month_column,
+        )
+        self.segment_column, self.year_column, self.month_column = seg, year, month
+        allowed = rules[seg].allowed if seg in rules else None
+        seg_type = rules[seg].type if seg in rules else None
+        self.fast_ok = seg_type == "string" and set(self.inputs) == set(rules)
+        self.allowed = set(allowed) if allowed is not None else None
+        self.no_future = fc.contract.time.no_future
+        self.num_rules = {}
+        for name in self.inputs:
+            if name == seg or name not in rules:
+                continue
+            r = rules[name]
+            if r.type not in ("integer", "number"):
+                self.fast_ok = False
+                continue
+            lo = -math.inf if r.min is None else float(r.min)
+            hi = math.inf if r.max is None else float(r.max)
+            self.num_rules[name] = (r.type == "integer", r.nullable, lo, hi)
+        self.input_set = frozenset(self.inputs)
+
+    def rows_from_records(self, records: list[dict]) -> RequestRows | None:
+        """Arrays of JSON rows that plainly pass the contract; ``None`` if any row may not
+        (the caller then runs the contract's check, which names what is wrong)."""
+        if not self.fast_ok or not records:
+            return None
+        n, cols = len(records), self.value_columns
+        seg = np.empty(n, dtype=np.intp)
+        t = np.empty(n, dtype=np.int64)
+        values = np.empty((n, len(cols)))
+        index, allowed, rules = self.index, self.allowed, self.num_rules
+        segment, year_col, month_col = self.segment_column, self.year_column, self.month_column
+        n_inputs, inputs = len(self.input_set), self.input_set
+        now = current_period() if self.no_future else None
+        seen = set()
+        for i, row in enumerate(records):
+            if len(row) != n_inputs or not inputs.issuperset(row):
+                return None
+            name = row[segment]
+            if type(name) is not str or name not in index:
+                return None
+            if allowed is not None and name not in allowed:
+                return None
+            for col, (integer, nullable, lo, hi) in rules.items():
+                v = row[col]
+                kind = type(v)
+                if v is None:
+                    if not nullable:
+                        return None
+                    continue
+                if kind is int:
+                    if not -EXACT_INT < v < EXACT_INT:
+                        return None
+                elif kind is float:
+                    if integer or v != v or v in (math.inf, -math.inf):
+                        return None
+                else:
+                    return None
+                if not lo <= v <= hi:
+                    return None
+            y, m = row[year_col], row[month_col]
+            if type(y) is not int or type(m) is not int or not 1 <= m <= 12:
+                return None
+            period = y * 12 + m - 1
+            if now is not None and period > now:
+                return None
+            key = (name, period)
+            if key in seen:
+                return None
+            seen.add(key)
+            seg[i] = index[name]
+            t[i] = period
+            for j, col in enumerate(cols):
+                v = row[col]
+                values[i, j] = np.nan if v is None else float(v)
+        return RequestRows(seg, t, values)
+
+    def rows_from_frame(self, frame: pd.DataFrame) -> RequestRows:
+        """Arrays of request rows that passed :meth:`Forecaster.validate_rows`."""
+        seg = frame[self.segment_column].astype(str).to_numpy()
+        idx = np.array([self.index[s] for s in seg], dtype=np.intp)
+        t = month_index(frame, self.problem).to_numpy(dtype=np.int64)
+        values = frame[self.value_columns].to_numpy(dtype=float)
+        return RequestRows(idx, t, values)
+
+    # ------------------------------------------------------------------ forecasting
+
+    def prepare(self, rows: RequestRows | None, segments: list[int] | None = None) -> Prepared:
+        """The merged history window of every segment of the request."""
+        if not segments and rows is not None and len(rows.seg) == 1:
+            return self._prepare_one(rows)
+        width, k = self.width, len(self.value_columns)
+        parts = [np.asarray(segments or [], dtype=np.intp)]
+        if rows is not None:
+            parts.append(rows.seg)
+        wanted = np.unique(np.concatenate(parts))
+        last = self.last[wanted].copy()
+        slot = None
+        if rows is not None and len(rows.seg):
+            slot = np.searchsorted(wanted, rows.seg)
+            np.maximum.at(last, slot, rows.t)
+        present = last != NONE  # no stored row and no request row: nothing to forecast
+        if not present.all():
+            wanted, last = wanted[present], last[present]
+            if slot is not None:
+                slot = np.searchsorted(wanted, rows.seg)
+        m = len(wanted)
+        windows = np.full((k, m, width), np.nan)
+        stored = self.last[wanted]
+        has = stored != NONE
+        if has.any():
+            shift = np.where(has, last - np.where(has, stored, 0), width)
+            src = np.arange(width)[None, :] + shift[:, None]
+            valid = src < width
+            r, c = np.nonzero(valid)
+            windows[:, r, c] = self.windows[:, wanted[r], src[r, c]]
+        if slot is not None:
+            off = last[slot] - rows.t
+            keep = (off >= 0) & (off < width)
+            windows[:, slot[keep], width - 1 - off[keep]] = rows.values[keep].T
+        if not self.sorted_names and m > 1:
+            order = np.argsort(self.name_array[wanted].astype(str), kind="stable")
+            wanted, last, windows = wanted[order], last[order], windows[:, order]
+        return Prepared(wanted, last, windows)
+
+    def _prepare_one(self, rows: RequestRows) -> Prepared:
+        """:meth:`prepare` for the most common request, one row of one segment (the same
+        result, in fewer numpy calls)."""
+        width = self.width
+        s, t = int(rows.seg[0]), int(rows.t[0])
+        stored = int(self.last[s])
+        last = t if stored == NONE else max(stored, t)
+        windows = np.full((len(self.value_columns), 1, width), np.nan)
+        if stored != NONE:
+            shift = last - stored
+            if shift < width:
+                windows[:, 0, : width - shift] = self.windows[:, s, shift:]
+        off = last - t
+        if off < width:
+            windows[:, 0, width - 1 - off] = rows.values[0]
+        return Prepared(np.array([s], dtype=np.intp), np.array([last], dtype=np.int64), windows)
+
+    def feature_matrix(self, prep: Prepared) -> np.ndarray:
+        """The model's features (metadata order) as floats; the segment as its index.
+
+        Every expression is the one of ``next_period_features``, on arrays of the same
+        shape and layout, so every value has the same bits.
+        """
+        spec, width = self.spec, self.width
+        y = np.ascontiguousarray(prep.windows[0])
+        with np.errstate(invalid="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            level = np.nanmean(y[:, width - spec.level_window :], axis=1)
+            rolling = {w: np.nanmean(y[:, width - w :], axis=1) for w in sorted(set(spec.rolling))}
+        log_level = np.log1p(level)
+        scaled = spec.scale == "log_ratio"
+
+        def scale(values: np.ndarray) -> np.ndarray:
+            return np.log1p(values) - log_level if scaled else values
+
+        cols: dict[str, np.ndarray] = {}
+        for k in sorted(set(spec.lags)):
+            cols[f"lag_{k}"] = scale(y[:, width - k])
+        for w, values in rolling.items():
+            cols[f"roll_{w}"] = scale(values)
+        cols[LEVEL_FEATURE] = log_level
+        for j, col in enumerate(spec.exogenous, start=1):
+            prev = np.ascontiguousarray(prep.windows[j])[:, width - 1]
+            cols[f"exo_{col}"] = np.log1p(np.clip(prev, 0, None)) if scaled else prev
+        if spec.calendar:
+            cols[SEASON_FEATURE] = ((prep.last + 1) % 12 + 1).astype(np.float64)
+        if spec.segment_feature:
+            cols[SEGMENT_FEATURE] = prep.seg.astype(np.float64)
+        X = np.empty((len(prep), len(self.features)))
+        for j, name in enumerate(self.features):
+            X[:, j] = cols[name]
+        return X
+
+    def predict_matrix(self, X: np.ndarray) -> np.ndarray:
+        """Point forecasts of feature rows (missing where the level is unknown)."""
+        point = np.full(len(X), np.nan)
+        known = ~np.isnan(X[:, self.features.index(LEVEL_FEATURE)])
+        if not known.any():
+            return point
+        rows = X[known]
+        if self.compiled is not None:
+            point[known] = self.compiled.predict(rows)
+        else:
+            point[known] = self.model.predict(self.as_frame(rows))
+        return point
+
+    def as_frame(self, X: np.ndarray) -> pd.DataFrame:
+        """Feature rows as the DataFrame the model was fitted on."""
+        frame = pd.DataFrame(X, columns=self.features)
+        if SEASON_FEATURE in frame.columns:
+            frame[SEASON_FEATURE] = frame[SEASON_FEATURE].astype("int64")
+        if SEGMENT_FEATURE in frame.columns:
+            frame[SEGMENT_FEATURE] = pd.Categorical.from_codes(
+                frame[SEGMENT_FEATURE].to_numpy().astype(np.int64), categories=self.names
+            )
+        return frame
+
+    def forecast_many(self, batch: list[Prepared]) -> list[Forecasts]:
+        """Forecasts for several requests with one model call."""
+        sizes = [len(p) for p in batch]
+        if len(batch) == 1:
+            X = self.feature_matrix(batch[0])
+            last = batch[0].last
+            seg = batch[0].seg
+        else:
+            merged = Prepared(
+                np.concatenate([p.seg for p in batch]),
+                np.concatenate([p.last for p in batch]),
+                np.concatenate([p.windows for p in batch], axis=1),
+            )
+            X = self.feature_matrix(merged)
+            last, seg = merged.last, merged.seg
+        point = self.predict_matrix(X)
+        bounds = {}
+        for level, pair in self.offsets.items():
+            lower, upper = interval(point, pair)
+            bounds[f"lower_{level}"], bounds[f"upper_{level}"] = lower, upper
+        out, start = [], 0
+        for size in sizes:
+            stop = start + size
+            target = last[start:stop] + 1
+            out.append(
+                Forecasts(
+                    [self.names[i] for i in seg[start:stop]],
+                    [f"{p // 12:04d}-{p % 12 + 1:02d}" for p in target.tolist()],
+                    point[start:stop],
+                    {name: values[start:stop] for name, values in bounds.items()},
+                )
+            )
+            start = stop
+        return out
+
+    def forecast(self, rows: RequestRows | None, segments: list[int] | None = None) -> Forecasts:
+        return self.forecast_many([self.prepare(rows, segments)])[0]
+
+
+def check_compiled(fast: FastPath, forecaster: Any) -> bool:
+    """Compare the compiled model with ``model.predict`` on every stored segment; keep it
+    only if every forecast has the same bits (else fall back to ``model.predict``)."""
+    if fast.compiled is None:
+        return False
+    prep = fast.prepare(None, list(range(len(fast.names))))
+    X = fast.feature_matrix(prep)
+    known = ~np.isnan(X[:, fast.features.index(LEVEL_FEATURE)])
+    if not known.any():
+        return True
+    rows = X[known]
+    small = rows[: min(len(rows), 64)]
+    ok = True
+    for part in (small, np.concatenate([rows] * (1 + 200 // max(len(rows), 1)))):
+        ref = np.asarray(fast.model.predict(fast.as_frame(part)), dtype=float)
+        got = fast.compiled.predict(part)
+        ok = ok and bool(np.array_equal(ref, got, equal_nan=True))
+    if not ok:
+        fast.compiled = None
+    fast.compiled_checked = True
+    return ok
+
+
+def as_float_list(values: Any) -> list[float | None]:
+    """JSON-ready floats: NaN becomes None."""
+    return [None if v != v else v for v in np.asarray(values, dtype=float).tolist()]

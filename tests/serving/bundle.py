@@ -1,0 +1,240 @@
+"""Deployed bundles built from data, and a served ``panelcast serve`` process.
+
+:func:`build_bundle` runs the pipeline functions in memory on the real default data
+(the txhousing table inside the plotnine wheel), with the search disabled and fewer
+boosting rounds, and writes what the predict stage writes into a folder, with a
+``params.yaml`` whose ``paths:`` point there (absolute) and a copy of ``contract.yaml``.
+The benchmark uses it too (with the configured boosting rounds).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+PATH_FILES = {
+    "contract": "contract.yaml",
+    "snapshot": "data/raw/snapshot.parquet",
+    "validated": "data/validated.parquet",
+    "features": "data/features.parquet",
+    "baseline": "data/baseline.parquet",
+    "predictions": "data/predictions.parquet",
+    "model": "models/model.skops",
+    "model_metadata": "models/metadata.json",
+    "reference": "models/reference.json",
+    "deployed_model": "models/deployed.skops",
+    "deployed_metadata": "models/deployed.json",
+    "serving_state": "models/serving_state.parquet",
+    "forecasts": "data/forecasts.parquet",
+    "metrics": "metrics",
+    "plots": "plots",
+}
+#: Fast settings for tests: no search, 60 boosting rounds, a gate such a model passes.
+FAST = {
+    "train.search.enabled": False,
+    "train.hyperparameters.max_iter": 60,
+    "evaluate.gate.min_gain_pct": -50.0,
+}
+
+
+def bundle_params(dest: Path, updates: dict | None = None) -> dict:
+    """The repository's params with ``updates`` (dotted keys) and paths under ``dest``."""
+    data = copy.deepcopy(yaml.safe_load((ROOT / "params.yaml").read_text()))
+    for dotted, value in (updates or {}).items():
+        node = data
+        *parents, last = dotted.split(".")
+        for key in parents:
+            node = node[key]
+        node[last] = value
+    data["paths"] = {k: str(dest / v) for k, v in PATH_FILES.items()}
+    return data
+
+
+def write_params(dest: Path, data: dict) -> Path:
+    path = dest / "params.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def build_bundle(dest: Path, updates: dict | None = None, table=None):
+    """Fit and deploy a model on the real data (or ``table``) into ``dest``; returns the
+    params file, the params and the validated table."""
+    from panelcast.core.config import load_params
+    from panelcast.core.io import write_bytes, write_json, write_parquet
+    from panelcast.data.contract import load_contract
+    from panelcast.modelling.features import build_features
+    from panelcast.modelling.model import loads_model
+    from panelcast.pipeline.baseline import baseline
+    from panelcast.pipeline.collect import collect
+    from panelcast.pipeline.evaluate import evaluate
+    from panelcast.pipeline.predict import predict
+    from panelcast.pipeline.train import train
+    from panelcast.pipeline.validate import validate
+
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    (dest / "contract.yaml").write_text((ROOT / "contract.yaml").read_text())
+    params_file = write_params(dest, bundle_params(dest, {**FAST, **(updates or {})}))
+    params = load_params(params_file)
+    if table is None:
+        raw, record = collect(params.source, params.problem)
+        sha = record["source"]["sha256"] if "source" in record else record["sha256"]
+        contract = load_contract(params.paths.contract)
+        table, report, text = validate(raw, contract, params.problem, "snapshot", "contract")
+        assert table is not None, text
+    else:
+        sha = "0" * 64
+    features, _ = build_features(table, params.problem, params.features, params.windows)
+    rules, rule_metrics = baseline(table, features, params)
+    trained = train(features, sha, params)
+    model = loads_model(trained.model_bytes)
+    cols = trained.metadata["features"]
+    ev = evaluate(features, rules, rule_metrics, model, cols, params)
+    dep = predict(table, features, model, cols, ev.predictions, ev.metrics, sha, params)
+    paths = params.paths
+    write_bytes(paths.deployed_model, dep.model_bytes)
+    write_json(paths.deployed_metadata, dep.metadata)
+    write_parquet(paths.serving_state, dep.serving_state)
+    write_parquet(paths.forecasts, dep.forecasts)
+    return params_file, params, table
+
+
+def deployed_files(params) -> list[Path]:
+    p = params.paths
+    return [Path(x) for x in (p.deployed_model, p.deployed_metadata, p.serving_state, p.forecasts)]
+
+
+# --------------------------------------------------------------------------- a server
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def env() -> dict[str, str]:
+    out = dict(os.environ)
+    out["PATH"] = str(Path(sys.executable).parent) + os.pathsep + out.get("PATH", "")
+    out["PYTHONPATH"] = str(ROOT / "src")
+    out["DVC_NO_ANALYTICS"] = "1"
+    return out
+
+
+class Server:
+    """``panelcast serve`` as a subprocess on a free loopback port; stop() ends it."""
+
+    def __init__(
+        self, params_file: Path, workers: int = 1, extra: tuple = (), log=None, environ=None
+    ):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = log or Path(params_file).parent / f"serve-{self.port}.log"
+        self.cmd = [
+            str(Path(sys.executable).parent / "panelcast"),
+            "serve",
+            "--params",
+            str(params_file),
+            "--port",
+            str(self.port),
+            "--workers",
+            str(workers),
+            *extra,
+        ]
+        self.started = time.perf_counter()
+        self._log = open(self.log_path, "wb")  # noqa: SIM115 (closed in stop)
+        self.proc = subprocess.Popen(
+            self.cmd,
+            cwd=Path(params_file).parent,
+            env={**env(), **(environ or {})},
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def wait_ready(self, timeout: float = 60) -> float:
+        """Seconds from the start of the process to the first 200 of /v2/health/ready."""
+        deadline = time.perf_counter() + timeout
+        while time.perf_counter() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"server exited {self.proc.returncode}:\n{self.log()}")
+            try:
+                with urllib.request.urlopen(self.url + "/v2/health/ready", timeout=1) as r:
+                    if r.status == 200:
+                        return time.perf_counter() - self.started
+            except OSError:
+                pass
+            time.sleep(0.02)
+        raise AssertionError(f"server not ready in {timeout} s:\n{self.log()}")
+
+    def log(self) -> str:
+        self._log.flush()
+        return Path(self.log_path).read_text(errors="replace")
+
+    def stop(self) -> int | None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=5)
+        self._log.close()
+        return self.proc.returncode
+
+    def __enter__(self) -> Server:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def request(url: str, method: str = "GET", body=None, timeout: float = 30):
+    """(status, parsed JSON or text) of one request."""
+    data = body if isinstance(body, bytes) or body is None else json.dumps(body).encode()
+    req = urllib.request.Request(url, data=data, method=method)
+    if data is not None:
+        req.add_header("Content-Type", "application/json")
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            raw, status = r.read(), r.status
+    except urllib.error.HTTPError as exc:
+        raw, status = exc.read(), exc.code
+    try:
+        return status, json.loads(raw)
+    except ValueError:
+        return status, raw.decode(errors="replace")
+
+
+def copy_bundle(source_params_file: Path, dest: Path, updates: dict | None = None) -> Path:
+    """A copy of a built bundle in ``dest`` (its params with paths under ``dest`` and
+    ``updates``); returns the new params file."""
+    import shutil
+
+    source = Path(source_params_file).parent
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in ("models", "data"):
+        shutil.copytree(source / name, dest / name, dirs_exist_ok=True)
+    shutil.copy2(source / "contract.yaml", dest / "contract.yaml")
+    data = yaml.safe_load(Path(source_params_file).read_text())
+    for dotted, value in (updates or {}).items():
+        node = data
+        *parents, last = dotted.split(".")
+        for key in parents:
+            node = node[key]
+        node[last] = value
+    data["paths"] = {k: str(dest / v) for k, v in PATH_FILES.items()}
+    return write_params(dest, data)

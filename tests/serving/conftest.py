@@ -1,0 +1,54 @@
+"""Deployed bundles for the serving tests, built from the real data once per session."""
+
+from __future__ import annotations
+
+import pytest
+from threadpoolctl import threadpool_limits
+
+from .bundle import Server, build_bundle
+
+
+def _build(tmp_path_factory, name: str, updates: dict | None = None):
+    dest = tmp_path_factory.mktemp(name)
+    with threadpool_limits(limits=1):
+        params_file, params, table = build_bundle(dest, updates)
+    return {"dir": dest, "params_file": params_file, "params": params, "table": table}
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """As in the service: one OpenMP thread (two make scikit-learn slow on 2 busy cores)."""
+    with threadpool_limits(limits=1):
+        yield
+
+
+@pytest.fixture(scope="session")
+def bundle(tmp_path_factory):
+    """A deployed model (60 boosting rounds, no search) on the real default data."""
+    return _build(tmp_path_factory, "bundle")
+
+
+@pytest.fixture(scope="session")
+def other_bundle(tmp_path_factory):
+    """Another model on the same data (40 rounds): another version, same schema."""
+    return _build(tmp_path_factory, "other", {"train.hyperparameters.max_iter": 40})
+
+
+@pytest.fixture(scope="session")
+def forecaster(bundle):
+    from panelcast.serving.forecaster import Forecaster
+
+    fc = Forecaster.load(bundle["params"])
+    fc.warm_up()
+    return fc
+
+
+@pytest.fixture(scope="module")
+def server(bundle):
+    """``panelcast serve`` on the bundle, two workers, for the module."""
+    srv = Server(bundle["params_file"], workers=2)
+    try:
+        srv.wait_ready()
+        yield srv
+    finally:
+        srv.stop()
