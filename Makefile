@@ -24,11 +24,17 @@ setup: $(STAMP)
 repro: $(STAMP)
 	dvc repro
 
+# Tests in parallel processes (pytest-xdist): one per core, at most TEST_WORKERS; the
+# grouping and order are in pyproject.toml and tests/conftest.py. PYTEST_ARGS: extra options.
+TEST_WORKERS ?= 4
+PYTEST_PARALLEL := -n auto --maxprocesses $(TEST_WORKERS) --durations 25
+PYTEST_ARGS ?=
+
 test: $(STAMP)
-	pytest
+	pytest $(PYTEST_PARALLEL) $(PYTEST_ARGS)
 
 test-fast: $(STAMP)
-	pytest -m "not slow and not s3"
+	pytest $(PYTEST_PARALLEL) -m "not slow and not s3" $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	ruff check . && ruff format --check .

@@ -239,7 +239,7 @@ def start_queue(repo: Path, env: dict[str, str], jobs: int, log: Path) -> str:
     return text
 
 
-def wait_for_queue(repo: Path, env: dict[str, str], timeout: float, poll: float = 10.0):
+def wait_for_queue(repo: Path, env: dict[str, str], timeout: float, poll: float = 5.0):
     """Poll `dvc queue status` until no task is queued or running; fail after timeout."""
     deadline = time.monotonic() + timeout
     while True:

@@ -12,26 +12,25 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ..conftest import ROOT, copy_repo, run, set_params
+from ..conftest import FAST, ROOT, clone_repo, run, up_to_date
 from .remote_helpers import (
     dvc_env,
     exp_results,
     git_clone,
     md_table,
-    ran_stages,
     sh,
-    stage_names,
     start_queue,
     stop_queue,
     wait_for_queue,
     worker_pids,
 )
 
-pytestmark = pytest.mark.slow
+# One xdist worker runs the whole module: its fixtures (the queue, the grid) are shared.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("experiments")]
 
-# Search off and fewer boosting rounds: every stage that fits models (train, backtest)
-# stays fast. The grid varies max_iter only; a control experiment repeats the baseline.
-FAST = {"train.search.enabled": False, "train.hyperparameters.max_iter": 60}
+# FAST: search off and fewer boosting rounds, so every stage that fits models (train,
+# backtest) stays fast. The grid varies max_iter only; a control experiment repeats the
+# baseline.
 MAX_ITER = "train.hyperparameters.max_iter"
 GRID = {"iter-20": 20, "iter-40": 40}
 CONTROL = "iter-60"
@@ -44,15 +43,11 @@ def evaluate_mae(metrics: dict) -> float:
 
 
 @pytest.fixture(scope="module")
-def repo(tmp_path_factory) -> Path:
-    """A copy of the repository, fast configuration committed, after one `dvc repro`."""
-    path = copy_repo(tmp_path_factory.mktemp("experiments") / "repo")
-    set_params(path, FAST)
-    run(["git", "commit", "-q", "-am", "fast configuration"], path)
-    proc = run(["dvc", "repro"], path)
-    assert ran_stages(proc.stdout) == stage_names(path)
-    run(["git", "add", "-A"], path)
-    run(["git", "commit", "-q", "-m", "repro"], path)
+def repo(fast_repo, tmp_path_factory) -> Path:
+    """A copy of the repository, fast configuration committed, after `dvc repro` (the
+    session's fast repository, see tests/conftest.py)."""
+    path = clone_repo(fast_repo, tmp_path_factory.mktemp("experiments") / "repo")
+    assert up_to_date(path)
     return path
 
 

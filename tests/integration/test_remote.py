@@ -1,8 +1,9 @@
 """Remotes: the credential-free default (a local folder next to the clone) and an S3 remote
 on a real SeaweedFS server (scripts/s3_server.py, 127.0.0.1 only), credentials `--local`.
 
-The pipeline runs once per module (fast configuration); each S3 test writes under its own
-prefix of the bucket, so tests do not see each other's objects."""
+The pipeline ran once per session (the fast repository of tests/conftest.py: fast
+configuration committed, then `dvc repro`); this module works on one copy of it. Each S3 test
+writes under its own prefix of the bucket, so tests do not see each other's objects."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from ..conftest import ROOT, copy_repo, run, set_params
+from ..conftest import ROOT, clone_repo, copy_repo, run
 from .remote_helpers import (
     S3_REMOTE,
     configure_s3,
@@ -31,7 +32,9 @@ from .remote_helpers import (
     workspace_digests,
 )
 
-FAST = {"train.search.enabled": False, "train.hyperparameters.max_iter": 60}
+# One xdist worker runs the whole module: the copy and the S3 server are module fixtures.
+pytestmark = pytest.mark.xdist_group("remote")
+
 UP_TO_DATE = "Data and pipelines are up to date."
 # option names of DVC remotes that hold secrets: none may appear in .dvc/config
 SECRET_OPTIONS = {
@@ -60,15 +63,15 @@ class Pipeline:
 
 
 @pytest.fixture(scope="module")
-def pipeline(tmp_path_factory) -> Pipeline:
-    repo = copy_repo(tmp_path_factory.mktemp("remote") / "repo")
-    set_params(repo, FAST)
-    run(["git", "commit", "-q", "-am", "fast configuration"], repo)
-    before = run(["git", "rev-parse", "HEAD"], repo).stdout.strip()
-    proc = run(["dvc", "repro"], repo)
-    assert ran_stages(proc.stdout) == stage_names(repo)
-    run(["git", "add", "-A"], repo)
-    run(["git", "commit", "-q", "-m", "repro"], repo)
+def pipeline(fast_repo, tmp_path_factory) -> Pipeline:
+    repo = clone_repo(fast_repo, tmp_path_factory.mktemp("remote") / "repo")
+    before = run(["git", "rev-parse", "fast-configuration"], repo).stdout.strip()
+    # the commit before `dvc repro` holds the project and its params, no pipeline output
+    files = run(["git", "ls-tree", "-r", "--name-only", before], repo).stdout.split()
+    assert "params.yaml" in files and "dvc.lock" not in files
+    assert not [f for f in files if f.startswith(("metrics/", "plots/"))], files
+    assert run(["git", "rev-list", "--count", f"{before}..HEAD"], repo).stdout.strip() == "1"
+    assert sh(["dvc", "status"], repo).stdout.strip() == UP_TO_DATE
     outputs = output_digests(repo)
     assert outputs and None not in outputs.values()
     return Pipeline(repo, before, outputs)

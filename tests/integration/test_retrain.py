@@ -6,28 +6,45 @@ import sys
 import pytest
 import yaml
 
-from ..conftest import copy_repo, run, set_params
+from ..conftest import derive, run
 
 pytestmark = pytest.mark.slow
+
+# trained on 2000-2005, the crisis years 2008-2010 drift
+CRISIS = {
+    "windows.train_end": "2005-12",
+    "windows.test_start": "2006-01",
+    "windows.test_end": "2007-12",
+    "drift.current_start": "2008-01",
+    "drift.current_end": "2010-12",
+}
 
 
 def retrain(repo):
     return run([sys.executable, "scripts/retrain.py"], repo, check=False)
 
 
-def committed_repo(path, updates):
-    repo = copy_repo(path)
-    set_params(repo, {"train.search.enabled": False, **updates})
-    run(["dvc", "repro"], repo)
-    run(["git", "add", "-A"], repo)
-    run(["git", "commit", "-q", "-m", "baseline"], repo)
+def committed_repo(base, path, updates, share_cache=False):
+    """A copy of ``base`` with the search off and ``updates``, reproduced and committed."""
+    updates = {"train.search.enabled": False, **updates}
+    repo, _ = derive(base, path, updates, message="baseline", share_cache=share_cache)
     return repo
 
 
-def test_no_drift_does_nothing(tmp_path):
+@pytest.fixture(scope="module")
+def crisis(prepared_repo, tmp_path_factory):
+    """The crisis configuration reproduced and committed, once for both gate settings; their
+    copies share its DVC cache, so the second retrain experiment restores from the run cache
+    the stages the first one ran (only the gate differs)."""
+    return committed_repo(prepared_repo, tmp_path_factory.mktemp("retrain") / "crisis", CRISIS)
+
+
+def test_no_drift_does_nothing(no_search_repo, tmp_path):
     # the current window is the middle of the training window: nothing drifted
     repo = committed_repo(
-        tmp_path / "calm", {"drift.current_start": "2005-01", "drift.current_end": "2010-12"}
+        no_search_repo,
+        tmp_path / "calm",
+        {"drift.current_start": "2005-01", "drift.current_end": "2010-12"},
     )
     assert json.loads((repo / "metrics/drift.json").read_text())["drifted"] is False
     proc = retrain(repo)
@@ -36,20 +53,14 @@ def test_no_drift_does_nothing(tmp_path):
     assert run(["dvc", "exp", "list", "--name-only"], repo).stdout.strip() == ""
 
 
+@pytest.mark.xdist_group("retrain-crisis")  # one worker: the crisis fixture is built once
 @pytest.mark.parametrize("min_gain_pct,promoted", [(5.0, True), (90.0, False)])
-def test_drift_runs_an_experiment_promoted_only_past_the_gate(tmp_path, min_gain_pct, promoted):
-    # trained on 2000-2005, the crisis years 2008-2010 drift
-    repo = committed_repo(
-        tmp_path / "crisis",
-        {
-            "windows.train_end": "2005-12",
-            "windows.test_start": "2006-01",
-            "windows.test_end": "2007-12",
-            "drift.current_start": "2008-01",
-            "drift.current_end": "2010-12",
-            "evaluate.gate.min_gain_pct": min_gain_pct,
-        },
-    )
+def test_drift_runs_an_experiment_promoted_only_past_the_gate(
+    crisis, tmp_path, min_gain_pct, promoted
+):
+    # the gate setting changes the evaluation only: check_params and evaluate rerun
+    gate = {"evaluate.gate.min_gain_pct": min_gain_pct}
+    repo = committed_repo(crisis, tmp_path / "crisis", gate, share_cache=True)
     assert json.loads((repo / "metrics/drift.json").read_text())["drifted"] is True
     before = (repo / "params.yaml").read_text()
     model_before = (repo / "models/model.skops").read_bytes()

@@ -1,4 +1,4 @@
-"""Fixtures shared by the reliability tests: one good repository per module."""
+"""Fixtures shared by the reliability tests: one good repository per session."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from .helpers import good_repo, state
 
 
 @pytest.fixture(scope="module")
-def good(tmp_path_factory) -> Path:
+def good(prepared_repo, no_search_repo, tmp_path_factory) -> Path:
     """A copy of the project after a good `dvc repro`, committed: the last good state."""
-    return good_repo(tmp_path_factory)
+    return good_repo(tmp_path_factory, prepared_repo)
 
 
 @pytest.fixture(scope="module")

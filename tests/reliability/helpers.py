@@ -18,7 +18,14 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from ..conftest import PIPELINE_STAGES, copy_repo, run, set_params, tool_env
+from ..conftest import (
+    PIPELINE_STAGES,
+    clone_repo,
+    no_search_repo_path,
+    run,
+    set_params,
+    tool_env,
+)
 
 #: Every stage but the slow backtest, which these tests never run.
 STAGES = tuple(s for s in PIPELINE_STAGES if s != "backtest")
@@ -35,8 +42,6 @@ UPSTREAM = {
 }
 #: `dvc repro` targets of these tests: every stage but the slow backtest.
 TARGETS = ("evaluate", "drift")
-#: Fast params: the hyperparameter search is what makes `train` slow.
-FAST = {"train.search.enabled": False}
 #: What "the state of the pipeline" is made of: outputs, metrics, plots, the lock, the params.
 STATE_DIRS = ("data", "models", "metrics", "plots")
 STATE_FILES = ("dvc.lock", "params.yaml")
@@ -143,31 +148,20 @@ def dvc(repo: Path, *args: str, check: bool = False, timeout: int = 600):
 
 # --------------------------------------------------------------------------- the good repository
 
-_GOOD: dict[str, Path] = {}
 
+def good_repo(tmp_path_factory, prepared: Path) -> Path:
+    """The session's prepared repository (tests/conftest.py: a copy of the project after a
+    full `dvc repro`) with fast params (no search), reproduced and committed.
 
-def good_repo(tmp_path_factory) -> Path:
-    """A copy of the project after `dvc repro evaluate drift` with fast params, committed.
-
-    Built once per test session (both reliability modules share it); dvc.lock, the metrics
-    and the plots of that commit are the "last good state".
+    Built once per test session for every module and xdist worker; dvc.lock, the metrics
+    and the plots of that commit are the "last good state". Never modify it: ``clone`` it.
     """
-    if "path" not in _GOOD:
-        path = copy_repo(tmp_path_factory.mktemp("reliability") / "good")
-        set_params(path, FAST)
-        proc = dvc(path, "repro", *TARGETS, check=True)
-        assert set(STAGES) <= set(ran(proc.stdout)), proc.stdout
-        run(["git", "add", "-A"], path)
-        run(["git", "commit", "-q", "-m", "last good state"], path)
-        assert git_status(path) == []
-        _GOOD["path"] = path
-    return _GOOD["path"]
+    return no_search_repo_path(tmp_path_factory, prepared)
 
 
 def clone(good: Path, dest: Path) -> Path:
     """A cheap full copy of the good repository: git, DVC cache, outputs, metrics."""
-    shutil.copytree(good, dest, symlinks=True)
-    return dest
+    return clone_repo(good, dest)
 
 
 def forget_results(repo: Path, stage: str) -> None:

@@ -1,10 +1,11 @@
 """Bad inputs through the real pipeline: each one stops `dvc repro` with a clear error, runs
 nothing downstream, and leaves the last good state recoverable.
 
-One "good" repository is built once (fast params, `dvc repro evaluate drift`, committed). Each
-case works on a full copy of it (git, DVC cache, outputs): it writes a bad source file, bad
-params or a damaged artefact, runs `dvc repro`, records what happened, then restores the last
-good state with `git checkout HEAD -- .` and `dvc checkout`. Three tests read each record:
+One "good" repository is built once per session (the prepared repository with fast params:
+no search, `dvc repro`, committed; see helpers.good_repo). Each case works on a full copy
+of it (git, DVC cache, outputs): it writes a bad source file, bad params or a damaged
+artefact, runs `dvc repro`, records what happened, then restores the last good state with
+`git checkout HEAD -- .` and `dvc checkout`. Three tests read each record:
 
 * ``test_bad_input_stops_the_pipeline``: non-zero exit, the expected stage refused, no stage
   downstream of it started, no .gitignore lost and no output left untracked by git;
@@ -275,11 +276,15 @@ CASES = [
     Case("params_test_overlaps_training", params(setting("windows.test_start", "2011-06")),
          "check_params", ("params.yaml", "test window must start after the training window",
                       "test_start 2011-06", "train_end 2011-11")),
+    # the estimator and its hyperparameters are checked by check_params (against
+    # scikit-learn's own constraints), before any stage runs
     Case("params_unknown_estimator", params(setting("train.estimator", "XGBRegressor")),
-         "train", ("params.yaml", "'train.estimator'", "unknown estimator", "'XGBRegressor'")),
+         "check_params",
+         ("params.yaml", "'train.estimator'", "must be one of", "'XGBRegressor'")),
     Case("params_unaccepted_hyperparameter",
-         params(setting("train.hyperparameters.n_estimators", 100)), "train",
-         ("params.yaml", "'train.hyperparameters'", "does not accept", "'n_estimators'")),
+         params(setting("train.hyperparameters.n_estimators", 100)), "check_params",
+         ("params.yaml", "'train.hyperparameters.n_estimators'", "does not accept",
+          "'n_estimators'")),
     # ---- artefacts edited by hand: the stage that reads them refuses them
     Case("model_truncated", damage("models/model.skops", lambda b: b[: len(b) // 2]),
          "evaluate", ("models/model.skops", "not a readable skops model file", "BadZipFile"),
@@ -327,22 +332,27 @@ def good_outs(good) -> dict[str, set[str]]:
 
 @pytest.fixture(scope="module")
 def outcome(request, good, good_state, tmp_path_factory) -> Callable[[Case], Outcome]:
-    """Run each selected case once, in its own copy of the good repository, WORKERS at a time
-    (each case is a few short processes); the tests read the recorded outcomes."""
-    selected = {
-        item.callspec.params["case"].id: item.callspec.params["case"]
-        for item in request.session.items
-        if hasattr(item, "callspec") and isinstance(item.callspec.params.get("case"), Case)
-    }
-    folders = {cid: tmp_path_factory.mktemp(cid) for cid in selected}
+    """Run each case once, in its own copy of the good repository; the tests read the
+    recorded outcomes. The three tests of a case form one xdist group, so the case runs on
+    one worker only. Without xdist, RELIABILITY_WORKERS > 1 runs the selected cases
+    concurrently, in threads (each case is a few short processes)."""
     pool = ThreadPoolExecutor(max_workers=WORKERS)
-    futures = {
-        cid: pool.submit(_run_case, case, good, good_state, folders[cid])
-        for cid, case in selected.items()
-    }
+    futures = {}
+
+    def submit(case: Case) -> None:
+        if case.id not in futures and case.id not in _OUTCOMES:
+            folder = tmp_path_factory.mktemp(case.id)
+            futures[case.id] = pool.submit(_run_case, case, good, good_state, folder)
+
+    if WORKERS > 1 and not os.environ.get("PYTEST_XDIST_WORKER"):
+        for item in request.session.items:
+            case = getattr(item, "callspec", None) and item.callspec.params.get("case")
+            if isinstance(case, Case):
+                submit(case)
 
     def get(case: Case) -> Outcome:
         if case.id not in _OUTCOMES:
+            submit(case)
             _OUTCOMES[case.id] = futures[case.id].result(timeout=600)
         return _OUTCOMES[case.id]
 
@@ -385,11 +395,19 @@ def _run_case(case: Case, good: Path, good_state: dict, folder: Path) -> Outcome
 
 
 def cases_for(test: str) -> list:
+    """One param per case; the tests of a case share an xdist group (one worker runs it)."""
     return [
         pytest.param(
             c,
             id=c.id,
-            marks=[pytest.mark.xfail(strict=True, reason=c.xfail[test])] if test in c.xfail else [],
+            marks=[
+                pytest.mark.xdist_group(f"bad-input-{c.id}"),
+                *(
+                    [pytest.mark.xfail(strict=True, reason=c.xfail[test])]
+                    if test in c.xfail
+                    else []
+                ),
+            ],
         )
         for c in CASES
     ]

@@ -1,6 +1,6 @@
 """Faults: a stage killed in the middle, two clones in different folders, two `dvc repro` at once.
 
-Every test works on a copy of the "good" repository (fast params, `dvc repro evaluate drift`,
+Every test works on a copy of the "good" repository (fast params: no search, `dvc repro`,
 committed; see helpers.good_repo) and compares with it: its dvc.lock is the output of an
 uninterrupted run.
 """

@@ -134,6 +134,9 @@ def test_sighup_and_admin_reload_switch_when_not_watching(bundle, other_bundle, 
     old, new = version_of(bundle["params"]), version_of(other_bundle["params"])
     with Server(params_file, workers=2, environ={"PANELCAST_RELOAD_POLL": "0"}) as srv:
         srv.wait_ready()
+        # ready means one worker answers: wait until both have loaded the old model, or a
+        # worker still starting would load the promoted files on its own
+        assert wait_for(lambda: both_old(srv, old)), srv.log()[-2000:]
         promote(other_bundle["params"], params)
         time.sleep(1.0)
         assert (

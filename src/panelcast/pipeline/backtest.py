@@ -58,11 +58,12 @@ def backtest(features: pd.DataFrame, params: Params) -> Backtest:
         ["month", "max_effect", "share_drifted", "drifted"]
     ]
     for name, s in summary.items():
+        crisis = "-" if s["crisis_mae"] is None else f"{s['crisis_mae']:.2f}"
         logger.info(
-            "policy %-10s MAE %7.2f  crisis MAE %7.2f  retrains %3d  fits %3d",
+            "policy %-10s MAE %7.2f  crisis MAE %7s  retrains %3d  fits %3d",
             name,
             s["mae"],
-            s["crisis_mae"],
+            crisis,
             s["retrains"],
             s["fits"],
         )
