@@ -277,9 +277,9 @@ def prepared_copy(prepared_repo, tmp_path) -> Path:
 #: Fast params of the remote and experiment tests: no search and fewer boosting rounds, so
 #: every stage that fits models (train, backtest) stays fast.
 FAST = {"train.search.enabled": False, "train.hyperparameters.max_iter": 60}
-#: The stages FAST changes: check_params reads params.yaml whole; train, evaluate and drift
-#: follow the model; the backtest replays the same hyperparameters.
-FAST_STAGES = {"check_params", "train", "evaluate", "drift", "backtest"}
+#: The stages FAST changes: check_params reads params.yaml whole; train, evaluate, predict
+#: and drift follow the model; the backtest replays the same hyperparameters.
+FAST_STAGES = {"check_params", "train", "evaluate", "predict", "drift", "backtest"}
 #: The stages before the model: no change of the training params reruns them.
 DATA_STAGES = {"collect", "validate", "features", "baseline"}
 
@@ -327,7 +327,7 @@ def _build_no_search(prepared: Path) -> Callable[[Path], None]:
         # the stages that follow the model rerun (and check_params, which reads params.yaml
         # whole); the backtest does not use the search, the data stages are the prepared ones
         ran = stages_run(proc.stdout)
-        assert {"check_params", "train", "evaluate", "drift"} <= ran, proc.stdout
+        assert {"check_params", "train", "evaluate", "predict", "drift"} <= ran, proc.stdout
         assert not ran & (DATA_STAGES | {"backtest"}), proc.stdout
         commit_all(path, "no search")
         assert up_to_date(path)

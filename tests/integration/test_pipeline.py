@@ -6,6 +6,7 @@ tests/conftest.py: every stage ran there); each test works on its own copy of it
 
 import json
 
+import pandas as pd
 import pytest
 import yaml
 
@@ -45,7 +46,24 @@ def test_metrics_files_hold_the_expected_figures(repo):
     backtest = metrics(repo, "backtest")
     assert set(backtest["policies"]) == {"never", "on_alarm"}  # the short replay of copies
     assert backtest["policies"]["never"]["retrains"] == 0
+    predict = metrics(repo, "predict")
+    assert predict["forecast_period"] == "2015-08" and predict["refit"] == "all"
+    assert predict["segments"] == 46 and predict["segments_without_forecast"] == 0
+    for level in ("80", "95"):
+        cov = predict["intervals_on_test_window"][level]
+        assert cov["n"] == 2017 and 0.5 < cov["coverage"] <= 1 and cov["mean_width"] > 0
+    forecasts = pd.read_parquet(repo / "data" / "forecasts.parquet")
+    assert len(forecasts) == 46 and set(forecasts["period"]) == {"2015-08"}
+    assert forecasts["forecast"].notna().all()
+    assert (forecasts["lower_95"] <= forecasts["lower_80"]).all()
+    assert (forecasts["lower_80"] <= forecasts["forecast"]).all()
+    assert (forecasts["forecast"] <= forecasts["upper_80"]).all()
+    assert (forecasts["upper_80"] <= forecasts["upper_95"]).all()
+    deployed = json.loads((repo / "models" / "deployed.json").read_text())
+    assert set(forecasts["model_version"]) == {deployed["version"]}
+    assert deployed["training_window"]["end"] == "2015-07"  # refit on every labelled month
     plots = [
+        "forecasts",
         "predicted_vs_actual",
         "error_over_time",
         "error_by_segment",
@@ -76,7 +94,7 @@ def test_hyperparameter_change_reruns_only_train_and_after(fast_repo, tmp_path):
     change = "train.hyperparameters.max_iter=150"
     proc = run(["dvc", "exp", "run", "-n", "more-trees", "-S", change], repo)
     # the backtest replays the same estimator with the same hyperparameters, so it reruns too
-    assert ran(proc.stdout) == {"check_params", "train", "evaluate", "drift", "backtest"}
+    assert ran(proc.stdout) == {"check_params", "train", "evaluate", "predict", "drift", "backtest"}
     show = json.loads(run(["dvc", "exp", "show", "--json"], repo).stdout)
     assert "more-trees" in json.dumps(show)
     diff = json.loads(run(["dvc", "metrics", "diff", "--json"], repo).stdout)

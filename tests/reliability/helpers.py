@@ -38,10 +38,11 @@ UPSTREAM = {
     "baseline": ("validate", "features"),
     "train": ("features", "collect"),
     "evaluate": ("features", "baseline", "train"),
+    "predict": ("collect", "validate", "features", "train", "evaluate"),
     "drift": ("features", "train"),
 }
 #: `dvc repro` targets of these tests: every stage but the slow backtest.
-TARGETS = ("evaluate", "drift")
+TARGETS = ("predict", "drift")
 #: What "the state of the pipeline" is made of: outputs, metrics, plots, the lock, the params.
 STATE_DIRS = ("data", "models", "metrics", "plots")
 STATE_FILES = ("dvc.lock", "params.yaml")
