@@ -53,9 +53,12 @@ def repo(fast_repo, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def queue_env(repo) -> dict[str, str]:
-    # A relative PYTHONPATH: each queued experiment runs in its own copy of the repository
-    # (.dvc/tmp/exps/...) and must import that copy's src/, not the first workspace's.
-    return dvc_env(repo, PYTHONPATH="src")
+    # Nothing set by hand: each queued experiment runs in its own copy of the repository
+    # (.dvc/tmp/exps/...) and its stage commands (`PYTHONPATH=src python ...`) import that
+    # copy's src/, not the workspace's.
+    env = dvc_env(repo)
+    env.pop("PYTHONPATH", None)
+    return env
 
 
 @pytest.fixture(scope="module")
