@@ -23,6 +23,19 @@ from pathlib import Path
 
 import yaml
 
+#: A valid request row (a city's next month) in the source schema.
+GOOD = {
+    "city": "Austin",
+    "year": 2015,
+    "month": 8,
+    "sales": 3000.0,
+    "volume": None,
+    "median": 250000.0,
+    "listings": 8000.0,
+    "inventory": 2.5,
+}
+
+
 ROOT = Path(__file__).resolve().parents[2]
 PATH_FILES = {
     "contract": "contract.yaml",

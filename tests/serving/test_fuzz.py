@@ -10,20 +10,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from .bundle import request
+from .bundle import GOOD, request
 
 EXAMPLES = 2200
 COLUMNS = ["city", "year", "month", "sales", "volume", "median", "listings", "inventory"]
-GOOD = {
-    "city": "Austin",
-    "year": 2015,
-    "month": 8,
-    "sales": 3000.0,
-    "volume": None,
-    "median": 250000.0,
-    "listings": 8000.0,
-    "inventory": 2.5,
-}
 
 scalars = st.one_of(
     st.none(),

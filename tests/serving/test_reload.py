@@ -11,18 +11,8 @@ import socket
 import threading
 import time
 
-from .bundle import Server, copy_bundle, deployed_files, request
+from .bundle import GOOD, Server, copy_bundle, deployed_files, request
 
-GOOD = {
-    "city": "Austin",
-    "year": 2015,
-    "month": 8,
-    "sales": 3000.0,
-    "volume": None,
-    "median": 250000.0,
-    "listings": 8000.0,
-    "inventory": 2.5,
-}
 BODY = json.dumps({"rows": [GOOD], "segments": ["Dallas"]}).encode()
 
 

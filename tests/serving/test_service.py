@@ -14,19 +14,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from .bundle import Server, copy_bundle, env, request
+from .bundle import GOOD, Server, copy_bundle, env, request
 
 VALUES = ["sales", "volume", "median", "listings", "inventory"]
-GOOD = {
-    "city": "Austin",
-    "year": 2015,
-    "month": 8,
-    "sales": 3000.0,
-    "volume": None,
-    "median": 250000.0,
-    "listings": 8000.0,
-    "inventory": 2.5,
-}
 
 
 def sample_rows(forecaster, seed: int = 3) -> list[dict]:

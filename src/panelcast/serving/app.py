@@ -355,13 +355,18 @@ async def read_body(request: Request, limit: int) -> bytes:
     async for chunk in request.stream():
         total += len(chunk)
         if total > limit:
-            raise ClientError(
-                413,
-                f"the body exceeds {limit} bytes (serve.max_rows rows).",
-                [detail("body", "max_bytes", total)],
-            )
+            raise body_too_large(limit, total)
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+def body_too_large(limit: int, total: int) -> ClientError:
+    """The 413 of a streamed body that passed ``limit`` bytes."""
+    return ClientError(
+        413,
+        f"the body exceeds {limit} bytes (serve.max_rows rows).",
+        [detail("body", "max_bytes", total)],
+    )
 
 
 async def receive_body(scope: dict, receive: Any, limit: int) -> bytes | None:
@@ -391,11 +396,7 @@ async def receive_body(scope: dict, receive: Any, limit: int) -> bytes | None:
         chunk = message.get("body", b"")
         total += len(chunk)
         if total > limit:
-            raise ClientError(
-                413,
-                f"the body exceeds {limit} bytes (serve.max_rows rows).",
-                [detail("body", "max_bytes", total)],
-            )
+            raise body_too_large(limit, total)
         chunks.append(chunk)
         if not message.get("more_body", False):
             return chunks[0] if len(chunks) == 1 else b"".join(chunks)
