@@ -207,6 +207,30 @@ def next_period_features(
         return out
 
     y = matrix(history[problem.target].to_numpy(dtype=float))
+    exo_last = {
+        col: matrix(history[col].to_numpy(dtype=float))[:, width - 1] for col in spec.exogenous
+    }
+    target_t = last + 1
+    out = pd.DataFrame({seg: names, PERIOD: [format_period(p) for p in target_t], T: target_t})
+    for name, values in window_features(y, exo_last, target_t, spec).items():
+        out[name] = values
+    if spec.segment_feature:
+        levels = sorted(names) if categories is None else list(categories)
+        out[SEGMENT_FEATURE] = pd.Categorical(names, categories=levels)
+    return out
+
+
+def window_features(
+    y: np.ndarray, exo_last: dict[str, np.ndarray], target_t: np.ndarray, spec: FeatureSpec
+) -> dict[str, np.ndarray]:
+    """Every feature but the segment, for the periods ``target_t``, in table order.
+
+    ``y`` holds each row's recent target values, oldest first, its last column being the
+    period before ``target_t`` (width :func:`history_length`); ``exo_last`` the exogenous
+    values of that period. The expressions :func:`next_period_features` and the service's
+    fast path share, so both give the same bits.
+    """
+    width = y.shape[1]
     with np.errstate(invalid="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # all-missing window: NaN, kept
         level = np.nanmean(y[:, width - spec.level_window :], axis=1)
@@ -217,19 +241,15 @@ def next_period_features(
     def scale(values: np.ndarray) -> np.ndarray:
         return np.log1p(values) - log_level if scaled else values
 
-    target_t = last + 1
-    out = pd.DataFrame({seg: names, PERIOD: [format_period(p) for p in target_t], T: target_t})
+    out: dict[str, np.ndarray] = {}
     for k in sorted(set(spec.lags)):
         out[f"lag_{k}"] = scale(y[:, width - k])
     for w, values in rolling.items():
         out[f"roll_{w}"] = scale(values)
     out[LEVEL_FEATURE] = log_level
     for col in spec.exogenous:
-        prev = matrix(history[col].to_numpy(dtype=float))[:, width - 1]
+        prev = exo_last[col]
         out[f"exo_{col}"] = np.log1p(np.clip(prev, 0, None)) if scaled else prev
     if spec.calendar:
-        out[SEASON_FEATURE] = (season_of(target_t) + 1).astype("int64")
-    if spec.segment_feature:
-        levels = sorted(names) if categories is None else list(categories)
-        out[SEGMENT_FEATURE] = pd.Categorical(names, categories=levels)
+        out[SEASON_FEATURE] = (season_of(np.asarray(target_t)) + 1).astype("int64")
     return out

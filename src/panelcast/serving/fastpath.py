@@ -21,7 +21,6 @@ and answers ``None`` for anything else, which then takes the contract's own
 from __future__ import annotations
 
 import math
-import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -29,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from ..core.periods import LEVEL_FEATURE, SEASON_FEATURE, SEGMENT_FEATURE, current_period
-from ..modelling.features import history_length, month_index
+from ..modelling.features import history_length, month_index, window_features
 from ..modelling.intervals import interval
 from .compiled import CompiledModel
 
@@ -288,27 +287,11 @@ class FastPath:
         """
         spec, width = self.spec, self.width
         y = np.ascontiguousarray(prep.windows[0])
-        with np.errstate(invalid="ignore"), warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            level = np.nanmean(y[:, width - spec.level_window :], axis=1)
-            rolling = {w: np.nanmean(y[:, width - w :], axis=1) for w in sorted(set(spec.rolling))}
-        log_level = np.log1p(level)
-        scaled = spec.scale == "log_ratio"
-
-        def scale(values: np.ndarray) -> np.ndarray:
-            return np.log1p(values) - log_level if scaled else values
-
-        cols: dict[str, np.ndarray] = {}
-        for k in sorted(set(spec.lags)):
-            cols[f"lag_{k}"] = scale(y[:, width - k])
-        for w, values in rolling.items():
-            cols[f"roll_{w}"] = scale(values)
-        cols[LEVEL_FEATURE] = log_level
-        for j, col in enumerate(spec.exogenous, start=1):
-            prev = np.ascontiguousarray(prep.windows[j])[:, width - 1]
-            cols[f"exo_{col}"] = np.log1p(np.clip(prev, 0, None)) if scaled else prev
-        if spec.calendar:
-            cols[SEASON_FEATURE] = ((prep.last + 1) % 12 + 1).astype(np.float64)
+        exo_last = {
+            col: np.ascontiguousarray(prep.windows[j])[:, width - 1]
+            for j, col in enumerate(spec.exogenous, start=1)
+        }
+        cols = window_features(y, exo_last, prep.last + 1, spec)
         if spec.segment_feature:
             cols[SEGMENT_FEATURE] = prep.seg.astype(np.float64)
         X = np.empty((len(prep), len(self.features)))
