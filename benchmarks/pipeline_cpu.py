@@ -30,7 +30,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from tests.conftest import PROJECT_FILES  # noqa: E402  (the project's file list, kept once)
+from tests.conftest import apply_dotted, copy_repo  # noqa: E402  (one copy of the project)
 
 TARGET_CPU_S = 60.0
 
@@ -62,26 +62,17 @@ def measure(cmd: list[str], cwd: Path) -> tuple[float, float, str]:
 
 
 def copy_project(dest: Path, updates: dict[str, object]) -> Path:
-    """The project files in ``dest`` as a fresh git repository (DVC needs one)."""
-    for name in PROJECT_FILES:
-        src = ROOT / name
-        if src.is_dir():
-            shutil.copytree(
-                src, dest / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info")
-            )
-        elif src.exists():
-            (dest / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dest / name)
+    """The project files in ``dest`` (full backtest) as a fresh git repository (DVC needs one)."""
+    copy_repo(dest, git=False, full_backtest=True)
     if updates:
         params = yaml.safe_load((dest / "params.yaml").read_text())
-        for dotted, value in updates.items():
-            *parents, last = dotted.split(".")
+        for dotted in updates:
             node = params
-            for key in parents:
+            for key in dotted.split("."):
+                if not isinstance(node, dict) or key not in node:
+                    raise SystemExit(f"--set {dotted}: no such key in params.yaml")
                 node = node[key]
-            if last not in node:
-                raise SystemExit(f"--set {dotted}: no such key in params.yaml")
-            node[last] = value
+        apply_dotted(params, updates)
         (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     for cmd in (["git", "init", "-q", "-b", "main"], ["git", "add", "-A"]):
         subprocess.run(cmd, cwd=dest, env=environment(), check=True)

@@ -143,16 +143,21 @@ def copy_repo(dest: Path, git: bool = True, full_backtest: bool = False) -> Path
     return dest
 
 
-def set_params(repo: Path, updates: dict) -> None:
-    """Edit params.yaml in a copy (dotted keys), keeping the rest."""
-    path = repo / "params.yaml"
-    data = yaml.safe_load(path.read_text())
+def apply_dotted(data: dict, updates: dict) -> dict:
+    """Set ``updates`` (dotted keys such as ``train.seed``) in the params mapping ``data``."""
     for dotted, value in updates.items():
         node = data
         *parents, last = dotted.split(".")
         for key in parents:
             node = node[key]
         node[last] = value
+    return data
+
+
+def set_params(repo: Path, updates: dict) -> None:
+    """Edit params.yaml in a copy (dotted keys), keeping the rest."""
+    path = repo / "params.yaml"
+    data = apply_dotted(yaml.safe_load(path.read_text()), updates)
     path.write_text(yaml.safe_dump(data, sort_keys=False))
 
 

@@ -23,6 +23,8 @@ from pathlib import Path
 
 import yaml
 
+from ..conftest import ROOT, apply_dotted
+
 #: A valid request row (a city's next month) in the source schema.
 GOOD = {
     "city": "Austin",
@@ -36,7 +38,6 @@ GOOD = {
 }
 
 
-ROOT = Path(__file__).resolve().parents[2]
 PATH_FILES = {
     "contract": "contract.yaml",
     "snapshot": "data/raw/snapshot.parquet",
@@ -65,12 +66,7 @@ FAST = {
 def bundle_params(dest: Path, updates: dict | None = None) -> dict:
     """The repository's params with ``updates`` (dotted keys) and paths under ``dest``."""
     data = copy.deepcopy(yaml.safe_load((ROOT / "params.yaml").read_text()))
-    for dotted, value in (updates or {}).items():
-        node = data
-        *parents, last = dotted.split(".")
-        for key in parents:
-            node = node[key]
-        node[last] = value
+    apply_dotted(data, updates or {})
     data["paths"] = {k: str(dest / v) for k, v in PATH_FILES.items()}
     return data
 
@@ -243,11 +239,6 @@ def copy_bundle(source_params_file: Path, dest: Path, updates: dict | None = Non
         shutil.copytree(source / name, dest / name, dirs_exist_ok=True)
     shutil.copy2(source / "contract.yaml", dest / "contract.yaml")
     data = yaml.safe_load(Path(source_params_file).read_text())
-    for dotted, value in (updates or {}).items():
-        node = data
-        *parents, last = dotted.split(".")
-        for key in parents:
-            node = node[key]
-        node[last] = value
+    apply_dotted(data, updates or {})
     data["paths"] = {k: str(dest / v) for k, v in PATH_FILES.items()}
     return write_params(dest, data)

@@ -339,17 +339,7 @@ async def read_body(request: Request, limit: int) -> bytes:
     """The body, refused (413) above ``limit`` bytes before it is read or parsed."""
     length = request.headers.get("content-length")
     if length is not None:
-        if not length.isdigit():
-            raise ClientError(
-                400, "invalid Content-Length header.", [detail("Content-Length", "integer", length)]
-            )
-        if int(length) > limit:
-            raise ClientError(
-                413,
-                f"the body has {int(length)} bytes; the service takes at most {limit} "
-                f"(serve.max_rows rows).",
-                [detail("Content-Length", "max_bytes", int(length))],
-            )
+        check_content_length(length, limit)
         return await request.body()
     chunks, total = [], 0
     async for chunk in request.stream():
@@ -358,6 +348,21 @@ async def read_body(request: Request, limit: int) -> bytes:
             raise body_too_large(limit, total)
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+def check_content_length(length: str, limit: int) -> None:
+    """Refuse a Content-Length that is not a number (400) or above ``limit`` bytes (413)."""
+    if not length.isdigit():
+        raise ClientError(
+            400, "invalid Content-Length header.", [detail("Content-Length", "integer", length)]
+        )
+    if int(length) > limit:
+        raise ClientError(
+            413,
+            f"the body has {int(length)} bytes; the service takes at most {limit} "
+            f"(serve.max_rows rows).",
+            [detail("Content-Length", "max_bytes", int(length))],
+        )
 
 
 def body_too_large(limit: int, total: int) -> ClientError:
@@ -374,19 +379,7 @@ async def receive_body(scope: dict, receive: Any, limit: int) -> bytes | None:
     its Content-Length, else as soon as the streamed chunks pass it. None: the client left."""
     for name, value in scope["headers"]:
         if name == b"content-length":
-            if not value.isdigit():
-                raise ClientError(
-                    400,
-                    "invalid Content-Length header.",
-                    [detail("Content-Length", "integer", value.decode(errors="replace"))],
-                )
-            if int(value) > limit:
-                raise ClientError(
-                    413,
-                    f"the body has {int(value)} bytes; the service takes at most {limit} "
-                    f"(serve.max_rows rows).",
-                    [detail("Content-Length", "max_bytes", int(value))],
-                )
+            check_content_length(value.decode(errors="replace"), limit)
             break
     chunks, total = [], 0
     while True:
