@@ -10,10 +10,11 @@ from panelcast.pipeline.drift import drift
 
 def main(params, args) -> None:
     paths = params.paths
+    metadata = read_json(paths.model_metadata)
     report, effects = drift(
         pd.read_parquet(paths.features),
-        load_model(paths.model),
-        list(read_json(paths.model_metadata)["features"]),
+        load_model(paths.model, metadata, paths.model_metadata),
+        list(metadata["features"]),
         read_json(paths.reference),
         params.drift,
     )

@@ -10,12 +10,13 @@ from panelcast.pipeline.evaluate import evaluate
 
 def main(params, args) -> None:
     paths = params.paths
+    metadata = read_json(paths.model_metadata)
     result = evaluate(
         pd.read_parquet(paths.features),
         pd.read_parquet(paths.baseline),
         read_json(paths.metric("baseline")),
-        load_model(paths.model),
-        list(read_json(paths.model_metadata)["features"]),
+        load_model(paths.model, metadata, paths.model_metadata),
+        list(metadata["features"]),
         params,
         str(paths.metric("baseline")),
     )

@@ -11,11 +11,12 @@ from panelcast.pipeline.predict import FORECAST, predict
 
 def main(params, args) -> None:
     paths = params.paths
+    metadata = read_json(paths.model_metadata)
     out = predict(
         pd.read_parquet(paths.validated),
         pd.read_parquet(paths.features),
-        load_model(paths.model),
-        list(read_json(paths.model_metadata)["features"]),
+        load_model(paths.model, metadata, paths.model_metadata),
+        list(metadata["features"]),
         pd.read_parquet(paths.predictions),
         read_json(paths.metric("evaluate")),
         read_json(paths.metric("collect"))["source"]["sha256"],

@@ -5,14 +5,17 @@ One "good" repository is built once per session (the prepared repository with fa
 no search, `dvc repro`, committed; see helpers.good_repo). Each case works on a full copy
 of it (git, DVC cache, outputs): it writes a bad source file, bad params or a damaged
 artefact, runs `dvc repro`, records what happened, then restores the last good state with
-`git checkout HEAD -- .` and `dvc checkout`. Three tests read each record:
+exactly the documented recovery (README, "When a stage fails": ``RECOVERY`` below). Three
+tests read each record:
 
 * ``test_bad_input_stops_the_pipeline``: non-zero exit, the expected stage refused, no stage
   downstream of it started, no .gitignore lost and no output left untracked by git;
 * ``test_bad_input_message``: one line of the error names the file, the column or key, the
   rule and offending values;
 * ``test_last_good_state_is_recoverable``: every output, metric, plot, dvc.lock and
-  params.yaml is byte-identical to the good commit again.
+  params.yaml is byte-identical to the good commit again; and when the case did not edit a
+  tracked output by hand, plain `dvc checkout` already succeeds (a failed stage leaves no
+  new output behind: its writes are staged and moved in only on success).
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ..conftest import run
+from ..conftest import ROOT, run
 from .helpers import (
     STAGES,
     TARGETS,
@@ -54,6 +57,8 @@ SNAP = "data/raw/snapshot.parquet"
 #: Cases run concurrently, each in its own copy (the machine may be shared: keep it small).
 WORKERS = int(os.environ.get("RELIABILITY_WORKERS", "1"))
 Prepare = Callable[[Path, Path], None]  # (repository copy, folder for the bad files)
+#: The documented recovery (README, "When a stage fails"), run as written, for every case.
+RECOVERY = "git checkout HEAD -- . && dvc checkout --force"
 
 
 @dataclass(frozen=True)
@@ -64,7 +69,7 @@ class Case:
     fragments: tuple[str, ...]  # all on one line: the file, the column or key, the rule, values
     also: tuple[str, ...] = ()  # another acceptable set of fragments (an equally clear message)
     args: tuple[str, ...] = ("repro", *TARGETS)
-    force_checkout: bool = False  # a file edited by hand: `dvc checkout` needs --force
+    hand_edit: bool = False  # the case edits a DVC-tracked output by hand
     xfail: dict[str, str] = field(default_factory=dict)  # test name -> product gap
 
 
@@ -198,6 +203,30 @@ def untrusted_model(data: bytes) -> bytes:
     return sio.dumps(FunctionTransformer(func=os.system))
 
 
+def swap_model(repo: Path, bad: Path) -> None:
+    (repo / "models/model.skops").write_bytes((repo / "models/deployed.skops").read_bytes())
+
+
+def untrusted_model_and_metadata(repo: Path, bad: Path) -> None:
+    import hashlib
+    import json
+
+    data = untrusted_model(b"")
+    (repo / "models/model.skops").write_bytes(data)
+    meta = json.loads((repo / "models/metadata.json").read_text())
+    meta["sha256"] = hashlib.sha256(data).hexdigest()
+    (repo / "models/metadata.json").write_text(json.dumps(meta, indent=2))
+
+
+def better_best_rule(data: bytes) -> bytes:
+    import json
+
+    obj = json.loads(data)
+    obj["rules"][obj["best_rule"]]["mae"] *= 10
+    obj["best"]["mae"] *= 10
+    return json.dumps(obj, indent=2).encode()
+
+
 def without_best_rule(data: bytes) -> bytes:
     import json
 
@@ -287,19 +316,30 @@ CASES = [
           "'n_estimators'")),
     # ---- artefacts edited by hand: the stage that reads them refuses them
     Case("model_truncated", damage("models/model.skops", lambda b: b[: len(b) // 2]),
-         "evaluate", ("models/model.skops", "not a readable skops model file", "BadZipFile"),
-         args=("repro", "--single-item", "evaluate"), force_checkout=True),
+         "evaluate", ("models/model.skops", "does not match the 'sha256'",
+                      "models/metadata.json", "replaced or edited"),
+         args=("repro", "--single-item", "evaluate"), hand_edit=True),
     Case("model_tampered", damage("models/model.skops", flip_middle), "drift",
-         ("models/model.skops", "not a readable skops model file", "Bad CRC-32"),
-         args=("repro", "--single-item", "drift"), force_checkout=True),
-    Case("model_untrusted_type", damage("models/model.skops", untrusted_model), "evaluate",
+         ("models/model.skops", "does not match the 'sha256'", "models/metadata.json"),
+         args=("repro", "--single-item", "drift"), hand_edit=True),
+    # another valid model, made only of trusted types (the deployed one): refused all the same
+    Case("model_swapped", swap_model, "evaluate",
+         ("models/model.skops", "does not match the 'sha256'", "models/metadata.json"),
+         args=("repro", "--single-item", "evaluate"), hand_edit=True),
+    # an attacker who also rewrites the metadata's sha256 meets the trusted-types list
+    Case("model_untrusted_type", untrusted_model_and_metadata, "evaluate",
          ("models/model.skops", "outside the trusted list", "'posix.system'", "refusing"),
-         args=("repro", "--single-item", "evaluate"), force_checkout=True),
+         args=("repro", "--single-item", "evaluate"), hand_edit=True),
     Case("metrics_baseline_invalid_json", damage("metrics/baseline.json", lambda b: b[:-40]),
          "evaluate", ("metrics/baseline.json", "not valid JSON"),
          args=("repro", "--single-item", "evaluate")),
     Case("metrics_baseline_missing_key", damage("metrics/baseline.json", without_best_rule),
          "evaluate", ("metrics/baseline.json", "'best_rule'", "missing"),
+         args=("repro", "--single-item", "evaluate")),
+    # a forged score would turn a gain of 8% into 90%: evaluate recomputes the rules' scores
+    Case("metrics_baseline_forged_score", damage("metrics/baseline.json", better_best_rule),
+         "evaluate", ("metrics/baseline.json", "do not match the rule forecasts", "recorded",
+                      "recomputed"),
          args=("repro", "--single-item", "evaluate")),
 ]  # fmt: skip
 
@@ -314,6 +354,8 @@ class Outcome:
     status_after_failure: list[str]
     gitignores_after_failure: dict[str, str]
     changed_by_failure: dict
+    plain_checkout_code: int | None
+    plain_checkout_output: str
     checkout_code: int
     checkout_output: str
     changed_after_recovery: dict
@@ -375,15 +417,19 @@ def _run_case(case: Case, good: Path, good_state: dict, folder: Path) -> Outcome
         gitignores_after_failure=gitignores(repo),
         changed_by_failure=diff_state(good_state, state(repo)),
     )
-    # the documented way back: the committed params, lock and metrics, then the DVC outputs
-    run(["git", "checkout", "HEAD", "--", "."], repo)
-    checkout = dvc(repo, "checkout", *(["--force"] if case.force_checkout else []), timeout=120)
+    plain = None
+    if not case.hand_edit:  # a failed stage left no new output: plain checkout suffices
+        run(["git", "checkout", "HEAD", "--", "."], repo)
+        plain = dvc(repo, "checkout", timeout=120)
+    checkout = run(["bash", "-c", RECOVERY], repo, check=False, timeout=180)
     return Outcome(
         code=proc.returncode,
         output=proc.stdout + proc.stderr,
         error=error_text(proc),
         ran=ran(proc.stdout),
         failed=failed_stage(proc.stdout + proc.stderr),
+        plain_checkout_code=plain and plain.returncode,
+        plain_checkout_output=plain.stdout + plain.stderr if plain else "",
         checkout_code=checkout.returncode,
         checkout_output=checkout.stdout + checkout.stderr,
         changed_after_recovery=diff_state(good_state, state(repo)),
@@ -413,10 +459,9 @@ def cases_for(test: str) -> list:
     ]
 
 
-def test_there_are_enough_cases():
-    kinds = {c.id.split("_")[0] for c in CASES}
-    assert len(CASES) >= 25 and kinds == {"source", "contract", "params", "model", "metrics"}
-    assert len({c.id for c in CASES}) == len(CASES)
+def test_the_recovery_run_here_is_the_one_the_readme_documents():
+    readme = (ROOT / "README.md").read_text()
+    assert f"`{RECOVERY}`" in readme or f"\n{RECOVERY}\n" in readme
 
 
 @pytest.mark.slow
@@ -464,6 +509,8 @@ def test_bad_input_message(case, outcome):
 @pytest.mark.parametrize("case", cases_for("recover"))
 def test_last_good_state_is_recoverable(case, outcome):
     out = outcome(case)
+    if not case.hand_edit:
+        assert out.plain_checkout_code == 0, out.plain_checkout_output
     assert out.checkout_code == 0, out.checkout_output
     assert out.changed_after_recovery == {}, out.changed_after_recovery
     assert out.status_after_recovery == [], out.status_after_recovery

@@ -14,11 +14,11 @@ import pytest
 import yaml
 
 from panelcast.core.config import params_from_dict
-from panelcast.core.errors import DataError, ParamsError
+from panelcast.core.errors import DataError, ModelFileError, ParamsError
 from panelcast.core.periods import PREDICTION, TARGET, WINDOW
 from panelcast.data.contract import load_contract
 from panelcast.modelling.features import build_features, feature_columns
-from panelcast.modelling.model import loads_model
+from panelcast.modelling.model import load_model, loads_model
 from panelcast.pipeline.baseline import baseline
 from panelcast.pipeline.drift import drift
 from panelcast.pipeline.evaluate import evaluate
@@ -188,6 +188,43 @@ def test_evaluate_refuses_rule_rows_that_do_not_match(chain):
             chain["trained"].metadata["features"],
             chain["params"],
         )
+
+
+@pytest.mark.parametrize(
+    "forge",
+    [
+        lambda m: m["rules"][m["best_rule"]].update(mae=m["rules"][m["best_rule"]]["mae"] * 10),
+        lambda m: m.update(best_rule=max(m["rules"], key=lambda r: m["rules"][r]["mae"])),
+    ],
+    ids=["score", "best_rule"],
+)
+def test_evaluate_recomputes_the_rule_scores_and_refuses_a_forged_baseline(chain, forge):
+    forged = copy.deepcopy(chain["rule_metrics"])
+    forge(forged)
+    with pytest.raises(DataError, match="do not match the rule forecasts") as info:
+        evaluate(
+            chain["features"],
+            chain["rules"],
+            forged,
+            chain["model"],
+            chain["trained"].metadata["features"],
+            chain["params"],
+        )
+    assert "recorded" in str(info.value) and "recomputed" in str(info.value)
+
+
+def test_a_model_file_is_checked_against_the_sha256_in_its_metadata(chain, tmp_path):
+    path = tmp_path / "model.skops"
+    path.write_bytes(chain["trained"].model_bytes)
+    metadata = chain["trained"].metadata
+    assert type(load_model(path, metadata, "metadata.json")) is type(chain["model"])
+    other = train(chain["features"].iloc[30:], "other data", chain["params"]).model_bytes
+    assert other != chain["trained"].model_bytes
+    path.write_bytes(other)  # another valid model made of trusted types
+    with pytest.raises(ModelFileError, match="does not match the 'sha256'"):
+        load_model(path, metadata, "metadata.json")
+    with pytest.raises(ModelFileError, match="no 'sha256'"):
+        load_model(path, {"features": []}, "metadata.json")
 
 
 def test_drift_reports_every_monitored_column(chain):

@@ -27,3 +27,7 @@ class DataError(UserError, ValueError):
 
 class ModelFileError(UserError, ValueError):
     """A model file is unreadable, corrupt, untrusted or does not match its metadata."""
+
+
+class StorageError(UserError, OSError):
+    """A file cannot be read or written: disk full, no permission, a symlink loop ..."""

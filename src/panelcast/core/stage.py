@@ -10,6 +10,7 @@ its traceback (exit code 1).
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import os
 import sys
@@ -20,11 +21,29 @@ from threadpoolctl import threadpool_limits
 
 from .config import Params, load_params
 from .errors import ParamsError, UserError
+from .io import stage_outputs, storage_error
 
 logger = logging.getLogger("panelcast")
 
 #: Exit code of a stage that refused what the user gave it.
 USER_ERROR_EXIT = 2
+#: Operating-system errors that are the machine's state, not a bug: one line, exit code 2.
+ENVIRONMENT_ERRNOS = frozenset(
+    {
+        errno.ENOSPC,
+        errno.EDQUOT,
+        errno.EROFS,
+        errno.EACCES,
+        errno.EPERM,
+        errno.ELOOP,
+        errno.ENAMETOOLONG,
+        errno.EMFILE,
+        errno.ENFILE,
+        errno.EIO,
+        errno.ENOTDIR,
+        errno.EISDIR,
+    }
+)
 
 
 class StageError(UserError):
@@ -53,7 +72,7 @@ def run_stage(
     started, cpu = time.perf_counter(), time.process_time()
     try:
         params = load_params(args.params)
-        with threadpool_limits(limits=params.compute.threads):
+        with threadpool_limits(limits=params.compute.threads), stage_outputs():
             body(params, args)
     except ParamsError as exc:
         text = str(exc)
@@ -71,6 +90,12 @@ def run_stage(
         sys.exit(USER_ERROR_EXIT)
     except UserError as exc:
         log.error("stage '%s' failed: %s", name, exc)
+        sys.exit(USER_ERROR_EXIT)
+    except OSError as exc:
+        if exc.errno not in ENVIRONMENT_ERRNOS:
+            raise
+        error = storage_error(exc, exc.filename or "a file", "use it")
+        log.error("stage '%s' failed: %s; none of its outputs was written", name, error)
         sys.exit(USER_ERROR_EXIT)
     log.info(
         "stage '%s' done in %.1f s (%.1f s CPU in this process)",

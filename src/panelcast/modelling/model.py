@@ -3,6 +3,7 @@ and safe, byte-stable persistence with skops (never pickle)."""
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import logging
@@ -380,9 +381,28 @@ def loads_model(data: bytes, source: str = "<bytes>") -> Any:
         ) from None
 
 
-def load_model(path: str | Path) -> Any:
-    """Read and load a model file with :func:`loads_model` (errors name the file)."""
-    return loads_model(Path(path).read_bytes(), str(path))
+def load_model(path: str | Path, metadata: dict, metadata_name: str) -> Any:
+    """Read a model file, check it is the one its metadata describes, and load it.
+
+    ``metadata`` (read from ``metadata_name``) records the sha256 of the file the train
+    stage wrote: a model file swapped for another one, even one made of trusted types, is
+    refused before it is loaded. Errors name the file (:class:`ModelFileError`).
+    """
+    data = Path(path).read_bytes()
+    recorded = metadata.get("sha256")
+    digest = hashlib.sha256(data).hexdigest()
+    if not isinstance(recorded, str):
+        raise ModelFileError(
+            f"{metadata_name}: no 'sha256' of the model file {path} (written by an older "
+            f"version?); rerun `dvc repro` so that train records it."
+        )
+    if digest != recorded:
+        raise ModelFileError(
+            f"{path}: sha256 {digest[:16]}... does not match the 'sha256' {recorded[:16]}... "
+            f"that {metadata_name} records for it: the model file was replaced or edited; "
+            f"restore it with `dvc checkout {path}` or rerun `dvc repro`."
+        )
+    return loads_model(data, str(path))
 
 
 def model_card(model: LevelRatioRegressor) -> dict:

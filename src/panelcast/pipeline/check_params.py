@@ -9,15 +9,24 @@ any stage runs:
 - ``drift.key_columns`` against the columns the drift stage monitors (the features the
   params build, the target and the prediction);
 - the data contract ``paths.contract``, loaded strictly, and the columns the params name
-  (segment, target, time, exogenous) against the columns it declares.
+  (segment, target, time, exogenous) against the columns it declares;
+- the ``paths``: every output lies inside the repository, is neither an input (the
+  source, the contract, params.yaml, dvc.yaml, dvc.lock) nor a file git tracks, nor an
+  existing file that dvc.lock does not record as an output. DVC deletes a stage's outputs
+  before running it: a snapshot path equal to a local source would destroy the data.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import re
+import subprocess
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
+import yaml
 from sklearn.utils._param_validation import InvalidParameterError, make_constraint
 
 from ..core.config import FeatureSpec, Params, ProblemSpec, TrainSpec, show_value
@@ -45,7 +54,12 @@ CHECKS = [
     "drift_key_columns",
     "contract",
     "contract_columns",
+    "paths",
 ]
+#: ``paths`` keys that are inputs or folders of git-tracked files, not DVC-cached outputs.
+NOT_CACHED = ("contract", "metrics", "plots")
+#: Files of the repository itself that no output may replace.
+PROJECT_FILES = ("params.yaml", "dvc.yaml", "dvc.lock", ".gitignore", ".dvcignore")
 #: Set from ``train.seed`` by the model factory; a value in params would be ignored.
 SEED_PARAMETER = "random_state"
 #: scikit-learn constraints under which ``true``/``false`` is a meaningful value.
@@ -183,6 +197,121 @@ def contract_column_problems(params: Params, contract: Contract, contract_path: 
     return problems
 
 
+def _inside(path: Path, root: Path) -> bool:
+    return path == root or root in path.parents
+
+
+def _local_source(uri: str, root: Path) -> Path | None:
+    """The file a local ``source.uri`` names (None for package:// and remote URLs)."""
+    if uri.startswith("file://"):
+        return Path(urlparse(uri).path).resolve()
+    if "://" in uri:
+        return None
+    return (root / uri).resolve()
+
+
+def _git_tracked(paths: list[str], root: Path) -> set[str]:
+    """Which of ``paths`` git tracks (empty when git or the repository is unavailable)."""
+    try:
+        proc = subprocess.run(
+            ["git", "ls-files", "-z", "--", *paths],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return set()
+    return (
+        {os.path.normpath(p) for p in proc.stdout.split("\0") if p}
+        if proc.returncode == 0
+        else set()
+    )
+
+
+def _locked_outputs(root: Path) -> set[str]:
+    """Output paths dvc.lock records (empty before the first run)."""
+    try:
+        lock = yaml.safe_load((root / "dvc.lock").read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError):
+        return set()
+    stages = lock.get("stages", {}) if isinstance(lock, dict) else {}
+    return {
+        os.path.normpath(str(out.get("path")))
+        for stage in stages.values()
+        if isinstance(stage, dict)
+        for out in stage.get("outs", [])
+        if isinstance(out, dict)
+    }
+
+
+def path_problems(params: Params, root: Path | None = None) -> list[str]:
+    """Every ``paths`` entry that would make DVC delete or overwrite something it must not."""
+    root = (root or Path.cwd()).resolve()
+    paths = params.paths
+    problems: list[str] = []
+    resolved: dict[str, Path] = {}
+    for key in type(paths).model_fields:
+        value = getattr(paths, key)
+        target = (root / value).resolve()
+        if key == "contract":  # an input: it may live anywhere
+            resolved[key] = target
+            continue
+        if Path(value).is_absolute() or not _inside(target, root) or target == root:
+            problems.append(
+                f"'paths.{key}' must be a relative path inside the repository {root}, "
+                f"got {show_value(value)}"
+            )
+            continue
+        if {".git", ".dvc"} & set(target.relative_to(root).parts):
+            problems.append(
+                f"'paths.{key}' must not be inside .git or .dvc, got {show_value(value)}"
+            )
+            continue
+        resolved[key] = target
+    outputs = {k: v for k, v in resolved.items() if k not in NOT_CACHED}
+    inputs = {f"the project file {name}": (root / name).resolve() for name in PROJECT_FILES}
+    if "contract" in resolved:
+        inputs["the data contract paths.contract"] = resolved["contract"]
+    source = _local_source(params.source.uri, root)
+    if source is not None:
+        inputs["the source file source.uri"] = source
+    seen: dict[Path, str] = {}
+    for key, target in outputs.items():
+        value = getattr(paths, key)
+        for what, used in inputs.items():
+            if target == used or _inside(used, target):
+                problems.append(
+                    f"'paths.{key}' must not be {what} (DVC deletes a stage's outputs before "
+                    f"running it: the file would be lost), got {show_value(value)}"
+                )
+        if target in seen:
+            problems.append(
+                f"'paths.{key}' must differ from 'paths.{seen[target]}' (two outputs cannot "
+                f"share a file), got {show_value(value)}"
+            )
+        seen[target] = key
+    if problems:
+        return problems
+    relative = {k: os.path.normpath(os.path.relpath(v, root)) for k, v in outputs.items()}
+    tracked = _git_tracked(sorted(relative.values()), root)
+    locked = _locked_outputs(root)
+    for key, rel in relative.items():
+        value = getattr(paths, key)
+        if rel in tracked:
+            problems.append(
+                f"'paths.{key}' must not be a file git tracks (DVC would overwrite it with "
+                f"the stage's output), got {show_value(value)}"
+            )
+        elif (root / rel).exists() and rel not in locked:
+            problems.append(
+                f"'paths.{key}' must not be an existing file that no stage produced (dvc.lock "
+                f"does not record it; DVC deletes a stage's outputs before running it), "
+                f"got {show_value(value)}"
+            )
+    return problems
+
+
 def check_params(params: Params, file: str = "params.yaml") -> dict:
     """Run the checks beyond the schema on ``params`` (read from ``file``).
 
@@ -195,6 +324,7 @@ def check_params(params: Params, file: str = "params.yaml") -> dict:
         raise ParamsError(f"{file}: {'; '.join(problems)}")
     contract = load_contract(params.paths.contract)
     problems = contract_column_problems(params, contract, params.paths.contract)
+    problems += path_problems(params)
     if problems:
         raise ParamsError(f"{file}: {'; '.join(problems)}")
     logger.info("%s: valid (%s)", file, ", ".join(CHECKS))

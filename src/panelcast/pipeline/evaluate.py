@@ -11,7 +11,7 @@ import pandas as pd
 from ..core.config import Params
 from ..core.errors import DataError
 from ..core.periods import PERIOD, PREDICTION, TARGET, WINDOW, T
-from ..modelling.evaluation import gain_pct, gate, per_segment
+from ..modelling.evaluation import gain_pct, gate, per_segment, score_rules
 from ..modelling.metrics import scores
 
 logger = logging.getLogger(__name__)
@@ -47,7 +47,6 @@ def evaluate(
             f"{baseline_name}: missing key(s) {missing} (edited by hand?); restore it "
             f"with `git checkout -- {baseline_name}` or rerun `dvc repro baseline`."
         )
-    best_rule = baseline["best_rule"]
     test = features[features[WINDOW] == "test"].reset_index(drop=True)
     test_rules = rules[rules[WINDOW] == "test"].reset_index(drop=True)
     if len(test) != len(test_rules) or not (test[T].to_numpy() == test_rules[T].to_numpy()).all():
@@ -55,11 +54,11 @@ def evaluate(
             "the rule forecasts and the feature table hold different test rows; "
             "rerun `dvc repro` so both come from the same data."
         )
+    best_rule, rule_scores = checked_rule_scores(rules, baseline, metric, baseline_name)
     out = test[[seg, PERIOD, T, TARGET]].copy()
     out[PREDICTION] = model.predict(test[columns])
     out[best_rule] = test_rules[best_rule].to_numpy()
     model_scores = scores(out[TARGET], out[PREDICTION])
-    rule_scores = {k: baseline["best"][k] for k in ("n", "mae", "rmse", "wape", "r2")}
     gain = gain_pct(model_scores[metric], rule_scores[metric])
     passed, reasons = gate(model_scores, gain, params.evaluate.gate)
     by_seg = per_segment(out, seg, PREDICTION, best_rule)
@@ -89,6 +88,47 @@ def evaluate(
         "passed" if passed else "FAILED: " + "; ".join(reasons),
     )
     return Evaluation(out, result, plot_tables(out, by_seg, seg, best_rule))
+
+
+SCORE_KEYS = ("n", "mae", "rmse", "wape", "r2")
+
+
+def checked_rule_scores(
+    rules: pd.DataFrame, baseline: dict, metric: str, baseline_name: str
+) -> tuple[str, dict]:
+    """The best rule and its scores, recomputed from the rule forecasts themselves.
+
+    ``baseline`` (the baseline stage's metrics file) must agree with the recomputation:
+    a score or a best rule edited by hand would otherwise change the gain the gate reads.
+    """
+    names = list(baseline.get("rules", {}))
+    absent = [name for name in names if name not in rules.columns]
+    if not names or absent:
+        raise DataError(
+            f"{baseline_name}: rules {absent or names} have no forecasts in the rule table "
+            f"(the two files come from different runs?); rerun `dvc repro baseline`."
+        )
+    fallbacks = {name: baseline["rules"][name].get("fallbacks", 0) for name in names}
+    again = score_rules(rules, names, metric, fallbacks)
+    differ = [
+        f"{name}.{key}: {baseline['rules'][name].get(key)!r} recorded, "
+        f"{again['rules'][name][key]!r} recomputed"
+        for name in names
+        for key in SCORE_KEYS
+        if baseline["rules"][name].get(key) != again["rules"][name][key]
+    ]
+    if baseline["best_rule"] != again["best_rule"]:
+        differ.insert(
+            0, f"best_rule: {baseline['best_rule']!r} recorded, {again['best_rule']!r} recomputed"
+        )
+    if differ:
+        raise DataError(
+            f"{baseline_name}: the rule scores do not match the rule forecasts they were "
+            f"computed from ({'; '.join(differ[:3])}): edited by hand? restore it with "
+            f"`git checkout -- {baseline_name}` or rerun `dvc repro baseline`."
+        )
+    best = again["best_rule"]
+    return best, {k: again["rules"][best][k] for k in SCORE_KEYS}
 
 
 def plot_tables(

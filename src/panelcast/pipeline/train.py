@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import platform
 from dataclasses import dataclass
@@ -95,7 +96,10 @@ def train(features: pd.DataFrame, data_sha256: str, params: Params) -> Trained:
             report["search"]["best_cv_mae"],
             report["search"]["best_params"],
         )
-    return Trained(dumps_model(model), metadata, reference, metrics)
+    model_bytes = dumps_model(model)
+    # ties the metadata to this very file: the stages that load the model check it
+    metadata["sha256"] = hashlib.sha256(model_bytes).hexdigest()
+    return Trained(model_bytes, metadata, reference, metrics)
 
 
 def chosen_hyperparameters(configured: dict, report: dict) -> dict:
