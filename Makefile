@@ -21,7 +21,10 @@ $(STAMP): requirements.lock pyproject.toml
 
 setup: $(STAMP)
 
+# `panelcast check` first: our strict loader refuses a params.yaml or contract that DVC's
+# YAML parser would choke on (an alias bomb) before DVC reads it.
 repro: $(STAMP)
+	panelcast check
 	dvc repro
 
 # Tests in parallel processes (pytest-xdist): one per core, at most TEST_WORKERS; the

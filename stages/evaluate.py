@@ -20,7 +20,8 @@ def main(params, args) -> None:
         params,
         str(paths.metric("baseline")),
     )
-    write_json(paths.metric("evaluate"), result.metrics)
+    # kept when the gate fails the stage: the scores say why
+    write_json(paths.metric("evaluate"), result.metrics, keep_on_failure=True)
     write_parquet(paths.predictions, result.predictions)
     for name, table in result.plots.items():
         write_csv(paths.plot(name), table)

@@ -3,6 +3,10 @@
 - ``panelcast predict --input FILE --output FILE``: forecasts for the segments of a file
   in the source schema (CSV, CSV.gz or Parquet), checked with the data contract.
 - ``panelcast serve``: the HTTP service of the deployed model (loopback by default).
+- ``panelcast check``: the params and the data contract, loaded strictly *before* DVC
+  reads them (``make repro`` runs it first). DVC's own YAML parser expands anchors and
+  aliases, so a params.yaml with an alias bomb would exhaust memory inside DVC before any
+  stage runs; our loader refuses anchors and aliases at the first one.
 
 Exit codes as for the stages: 2 for a user mistake (one line), 1 for a bug (traceback).
 """
@@ -60,6 +64,14 @@ def _predict(args: argparse.Namespace) -> None:
     )
 
 
+def _check(args: argparse.Namespace) -> None:
+    from .pipeline.check_params import check_params
+
+    params = load_params(args.params)
+    with threadpool_limits(limits=params.compute.threads):
+        check_params(params, args.params)
+
+
 def _serve(args: argparse.Namespace) -> None:
     from .serving.server import serve
 
@@ -85,6 +97,11 @@ def parser() -> argparse.ArgumentParser:
         "--params", default=argparse.SUPPRESS, help="parameter file (also accepted here)"
     )
     s.set_defaults(run=_serve)
+    c = sub.add_parser("check", help="check params.yaml and the data contract before DVC runs")
+    c.add_argument(
+        "--params", default=argparse.SUPPRESS, help="parameter file (also accepted here)"
+    )
+    c.set_defaults(run=_check)
     return top
 
 

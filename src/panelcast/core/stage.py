@@ -81,12 +81,22 @@ def run_stage(
         log.error("stage '%s' refused its parameters: %s", name, text)
         sys.exit(USER_ERROR_EXIT)
     except FileNotFoundError as exc:
-        log.error(
-            "stage '%s' failed: input not found: %s (did the earlier stages run? "
-            "`dvc repro` runs them in order)",
-            name,
-            exc.filename or exc,
-        )
+        missing = exc.filename or (exc.args[0] if len(exc.args) == 1 else str(exc))
+        if isinstance(missing, str) and os.path.islink(missing):
+            log.error(
+                "stage '%s' failed: input %s is a symbolic link that leads nowhere (a loop or "
+                "a dangling link: %s); none of its outputs was written",
+                name,
+                missing,
+                os.readlink(missing),
+            )
+        else:
+            log.error(
+                "stage '%s' failed: input not found: %s (did the earlier stages run? "
+                "`dvc repro` runs them in order)",
+                name,
+                missing,
+            )
         sys.exit(USER_ERROR_EXIT)
     except UserError as exc:
         log.error("stage '%s' failed: %s", name, exc)
