@@ -13,7 +13,7 @@ def main(params, args) -> None:
     contract = load_contract(paths.contract)
     frame = pd.read_parquet(paths.snapshot)
     table, result, text = validate(frame, contract, params.problem, paths.snapshot, paths.contract)
-    write_json(paths.metric("validate"), result)
+    write_json(paths.metric("validate"), result, keep_on_failure=True)  # the refusal, too
     if table is None:
         raise refusal(result, text, paths.snapshot, paths.contract)
     write_parquet(paths.validated, table)

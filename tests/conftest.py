@@ -366,7 +366,11 @@ _COST = {
     "tests/reliability/test_faults.py::test_two_clones": 40,
     "tests/integration/test_retrain.py::test_no_drift": 30,
     "tests/integration/test_pipeline.py::test_crisis": 25,
-    "tests/reliability/test_faults.py::test_sigkill_in_the_middle": 25,
+    "tests/reliability/test_faults.py::test_sigkill_inside_a_write": 25,
+    "tests/reliability/test_storage_faults.py::test_disk_full": 20,
+    "tests/reliability/test_source_hardening.py::test_a_replaced_source": 20,
+    "tests/reliability/test_contract_hardening.py": 15,
+    "tests/reliability/test_faults.py::test_a_stage_failing_after_its_first_write": 10,
     "tests/reliability/test_faults.py::test_second_repro": 12,
     "tests/reliability/test_bad_inputs.py::test_bad_input_stops": 8,
 }

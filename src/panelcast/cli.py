@@ -41,7 +41,8 @@ def _predict(args: argparse.Namespace) -> None:
         source = Path(args.input)
         if not source.is_file():
             raise UserError(f"{source}: input file not found.")
-        frame = parse_table(read_source(str(source), "auto"))
+        with read_source(str(source), "auto") as raw:
+            frame = parse_table(raw)
         out = forecaster.forecast(forecaster.validate_rows(frame, str(source)))
     output = Path(args.output)
     suffix = output.suffix.lower()

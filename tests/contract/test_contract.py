@@ -215,7 +215,7 @@ def test_unknown_warn_rule_is_named_with_the_allowed_rules(tmp_path):
     path = contract_file(tmp_path, lambda t: t.replace(sales, sales + ", warn: [min, allowed]"))
     text = refused(path)
     assert "'columns.sales.warn[1]'" in text and "got 'allowed'" in text, text
-    assert "max_missing, type, min, not_constant" in text, text
+    assert "max_missing, type, finite, max_abs, min, max, not_constant" in text, text
 
 
 def test_warn_rule_downgrades_a_failure(tmp_path, real):
@@ -231,12 +231,13 @@ def test_warn_rule_downgrades_a_failure(tmp_path, real):
         (
             lambda t: t.replace("sales: {type: number,", "sales: {tpye: number, type: number,"),
             "unknown contract key 'columns.sales.tpye' (allowed keys of 'columns.sales': type, "
-            "nullable, min, max, allowed, max_missing, allow_constant, warn), got 'number'",
+            "nullable, min, max, allowed, max_missing, allow_constant, allow_infinite, max_abs, "
+            "warn), got 'number'",
         ),
         (
             lambda t: t.replace("min_rows: 1000", "min_row: 1000"),
             "unknown contract key 'min_row' (allowed keys at the top level: columns, key, "
-            "min_rows, extra_columns, time), got 1000",
+            "min_rows, extra_columns, time, completeness), got 1000",
         ),
         (
             lambda t: t.replace("max_missing: 0.10", "max_missing: 3", 1),

@@ -201,7 +201,10 @@ def real_frame() -> pd.DataFrame:
 
 
 def point_source_at(repo: Path, path: Path | str) -> None:
-    set_params(repo, {"source.uri": str(path)})
+    """Set ``source.uri`` and the ``source.watch`` that goes with it."""
+    from panelcast.data.sources import watch_target
+
+    set_params(repo, {"source.uri": str(path), "source.watch": watch_target(str(path))})
 
 
 def edit_params(repo: Path, edit: Callable[[dict], None]) -> None:

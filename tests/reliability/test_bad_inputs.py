@@ -237,8 +237,9 @@ def without_best_rule(data: bytes) -> bytes:
 
 CASES = [
     # ---- source: the collect stage refuses the file, naming it
-    Case("source_missing_file", source_bytes("absent.csv", None), "collect",
-         ("absent.csv", "not found")),
+    # refused by check_params before DVC looks at the source (source.watch)
+    Case("source_missing_file", source_bytes("absent.csv", None), "check_params",
+         ("params.yaml", "'source.uri'", "absent.csv", "not found")),
     Case("source_empty_file", source_bytes("empty.csv", bytes), "collect",
          ("empty.csv", "the file is empty", "0 bytes")),
     Case("source_header_only", source_bytes("header_only.csv", header_only_csv), "collect",
@@ -252,8 +253,9 @@ CASES = [
          ("utf16.csv", "not UTF-8", "byte 0xff at offset 0")),
     Case("source_parquet_not_parquet", source_bytes("table.parquet", real_csv_bytes),
          "collect", ("table.parquet", "not a readable Parquet file")),
-    Case("source_unreachable_url", source_url("http://127.0.0.1:9/x.csv"), "collect",
-         ("'http://127.0.0.1:9/x.csv'", "cannot be reached")),
+    Case("source_unreachable_url", source_url("http://127.0.0.1:9/x.csv"), "check_params",
+         ("params.yaml", "'source.uri'", "'http://127.0.0.1:9/x.csv'", "cannot be reached",
+          "Connection refused")),
     # ---- contract: the validate stage refuses the snapshot, one line per broken rule
     Case("contract_missing_column", table(lambda d: d.drop(columns=["median"])), "validate",
          (SNAP, "column 'median'", "rule 'required'", "found columns")),

@@ -50,3 +50,13 @@ def test_make_repro_checks_before_dvc_reads_the_params():
     ).stdout.splitlines()
     commands = [line.strip() for line in recipe if line.strip() in ("panelcast check", "dvc repro")]
     assert commands == ["panelcast check", "dvc repro"], recipe
+
+
+def test_an_integer_too_long_to_read_is_one_line(tmp_path):
+    broken = tmp_path / "params.yaml"
+    text = (ROOT / "params.yaml").read_text()
+    broken.write_text(text.replace("seed: 42", "seed: " + "9" * 5000))
+    proc = check(broken)
+    errors = [line for line in proc.stderr.splitlines() if " ERROR " in line]
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert len(errors) == 1 and "a value cannot be read" in errors[0] and len(errors[0]) < 500

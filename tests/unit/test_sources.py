@@ -5,7 +5,13 @@ import hashlib
 import pandas as pd
 import pytest
 
-from panelcast.data.sources import SourceError, parse_table, provenance, read_source
+from panelcast.data.sources import (
+    SourceError,
+    parse_table,
+    provenance,
+    read_source,
+    source_format,
+)
 
 
 def test_package_source_is_the_real_table():
@@ -63,3 +69,28 @@ def test_missing_file_and_unreachable_url(tmp_path):
         read_source(str(tmp_path / "absent.csv"))
     with pytest.raises(SourceError, match="cannot be reached"):
         read_source("http://127.0.0.1:9/nothing.csv")
+
+
+def test_provenance_of_a_package_source_has_no_path_of_this_machine():
+    with read_source("package://plotnine/data/txhousing.csv") as raw:
+        rec = provenance(raw, parse_table(raw), "n", "l")["source"]
+    assert rec["location"] == "txhousing.csv" and rec["bytes"] == 523993
+    assert "compression" not in rec and raw.workdir is None  # read in place, nothing copied
+
+
+@pytest.mark.parametrize(
+    "uri,fmt,expected",
+    [
+        ("a/t.csv", "auto", ("csv", None)),
+        ("a/t.CSV.GZ", "auto", ("csv", "gzip")),
+        ("https://h/t.parquet?x=1", "auto", ("parquet", None)),
+        ("a/t.data.gz", "csv", ("csv", "gzip")),
+    ],
+)
+def test_the_format_and_compression_come_from_the_name(uri, fmt, expected):
+    assert source_format(uri, fmt) == expected
+
+
+def test_a_name_without_a_known_suffix_needs_source_format():
+    with pytest.raises(SourceError, match="cannot tell the format"):
+        source_format("a/t.data")

@@ -215,9 +215,20 @@ class SourceSpec(StrictModel):
     """Where the raw data comes from, and what we know about it."""
 
     uri: Name
+    #: what DVC watches to rerun collect when the data changes (dvc.yaml: collect's deps);
+    #: check_params requires the value :func:`panelcast.data.sources.watch_target` gives
+    watch: Name
     format: Literal["csv", "parquet", "auto"]
     name: Name
     licence: Name
+    #: seconds to connect, and at most between two reads, of a remote source
+    timeout_s: float = Field(default=30.0, gt=0, le=3600)
+    #: seconds the whole transfer (download, copy, decompression) may take
+    max_seconds: float = Field(default=600.0, gt=0, le=86400)
+    #: the largest source accepted, in bytes (for .gz, the decompressed size too)
+    max_bytes: int = Field(default=4 * 2**30, ge=1)
+    #: a CSV must end with a newline (a missing one may mean a truncated last line)
+    require_final_newline: bool = True
 
 
 class PathsSpec(StrictModel):
@@ -706,7 +717,9 @@ def load_yaml_strict(text: str, source: str, error: type[UserError] = ParamsErro
         raise error(f"{source}: {exc}") from None
     except yaml.YAMLError as exc:
         detail = " ".join(str(exc).replace('"<unicode string>"', source).split())
-        raise error(f"{source}: not valid YAML: {detail}") from None
+        raise error(f"{source}: not valid YAML: {detail[:300]}") from None
+    except ValueError as exc:  # e.g. an integer of more than 4,300 digits
+        raise error(f"{source}: a value cannot be read: {str(exc)[:200]}") from None
     finally:
         loader.dispose()
 

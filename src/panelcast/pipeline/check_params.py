@@ -42,6 +42,16 @@ from ..core.periods import (
     T,
 )
 from ..data.contract import Contract, load_contract
+from ..data.sources import (
+    Budget,
+    Limits,
+    SourceError,
+    http_request,
+    local_path,
+    regular_file_stat,
+    source_kind,
+    watch_target,
+)
 from ..modelling.model import ESTIMATORS
 
 logger = logging.getLogger(__name__)
@@ -55,6 +65,7 @@ CHECKS = [
     "contract",
     "contract_columns",
     "paths",
+    "source",
 ]
 #: ``paths`` keys that are inputs or folders of git-tracked files, not DVC-cached outputs.
 NOT_CACHED = ("contract", "metrics", "plots")
@@ -312,6 +323,41 @@ def path_problems(params: Params, root: Path | None = None) -> list[str]:
     return problems
 
 
+def source_problems(params: Params) -> list[str]:
+    """``source.watch`` must be what DVC has to watch for ``source.uri``; a local source
+    must be a regular file (DVC hashes it: a named pipe or a device would block it); an
+    http(s) source must answer a HEAD request within ``source.timeout_s`` (DVC asks it for
+    its ETag next, with its own 60 s timeouts)."""
+    source = params.source
+    expected = watch_target(source.uri)
+    problems = []
+    if source.watch != expected:
+        problems.append(
+            f"'source.watch' must be {expected!r} for source.uri {source.uri!r} (DVC watches "
+            f"it to rerun collect when the data changes), got {show_value(source.watch)}"
+        )
+    if source_kind(source.uri) == "local":
+        try:
+            regular_file_stat(local_path(source.uri), source.uri)
+        except SourceError as exc:
+            problems.append(f"'source.uri': {exc}")
+    elif source_kind(source.uri) == "http":
+        limits = Limits(source.timeout_s, source.timeout_s * 2, source.max_bytes)
+        try:
+            headers = http_request(source.uri, Budget(source.uri, limits), None, method="HEAD")
+        except SourceError as exc:
+            problems.append(f"'source.uri': {exc}")
+        else:
+            if not headers.get("etag") and not headers.get("content-md5"):
+                logger.warning(
+                    "source %s: the server sends no ETag nor Content-MD5; DVC needs one of "
+                    "them to watch a URL (source.watch): copy the file to a local path if "
+                    "`dvc repro` refuses it",
+                    source.uri,
+                )
+    return problems
+
+
 def check_params(params: Params, file: str = "params.yaml") -> dict:
     """Run the checks beyond the schema on ``params`` (read from ``file``).
 
@@ -325,6 +371,7 @@ def check_params(params: Params, file: str = "params.yaml") -> dict:
     contract = load_contract(params.paths.contract)
     problems = contract_column_problems(params, contract, params.paths.contract)
     problems += path_problems(params)
+    problems += source_problems(params)
     if problems:
         raise ParamsError(f"{file}: {'; '.join(problems)}")
     logger.info("%s: valid (%s)", file, ", ".join(CHECKS))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import pandas as pd
 
@@ -13,19 +14,34 @@ from ..data.sources import parse_table, provenance, read_source
 logger = logging.getLogger(__name__)
 
 
-def collect(source: SourceSpec, problem: ProblemSpec) -> tuple[pd.DataFrame, dict]:
-    """The source as a table, and its provenance record (hash, licence, time span)."""
-    raw = read_source(source.uri, source.format)
-    frame = parse_table(raw)
-    record = provenance(raw, frame, source.name, source.licence)
+def collect(
+    source: SourceSpec,
+    problem: ProblemSpec,
+    tmp_dir: str | Path | None = None,
+) -> tuple[pd.DataFrame, dict]:
+    """The source as a table, and its provenance record (hash, licence, time span).
+
+    ``tmp_dir``: where a download or a decompressed copy is kept while it is parsed.
+    """
+    with read_source(
+        source.uri,
+        source.format,
+        timeout_s=source.timeout_s,
+        max_seconds=source.max_seconds,
+        max_bytes=source.max_bytes,
+        tmp_dir=tmp_dir,
+    ) as raw:
+        frame = parse_table(raw, require_final_newline=source.require_final_newline)
+        record = provenance(raw, frame, source.name, source.licence)
     record["time_span"] = time_span(frame, problem.time.year_column, problem.time.month_column)
     seg = problem.segment
     record["segments"] = int(frame[seg].nunique()) if seg in frame.columns else None
     logger.info(
-        "collected %d rows x %d columns from %s (sha256 %s...)",
+        "collected %d rows x %d columns from %s (%d bytes, sha256 %s...)",
         len(frame),
         frame.shape[1],
         source.uri,
+        raw.size,
         raw.sha256[:12],
     )
     return frame, record

@@ -8,7 +8,7 @@ import pandas as pd
 
 from ..core.config import ProblemSpec
 from ..core.errors import DataError
-from ..data.contract import Contract, check, format_failures, report
+from ..data.contract import Contract, check, check_completeness, format_failures, report
 
 logger = logging.getLogger(__name__)
 
@@ -20,9 +20,13 @@ def validate(
     snapshot_name: str,
     contract_name: str,
 ) -> tuple[pd.DataFrame | None, dict, str]:
-    """Check ``frame``; return the validated table (``None`` when refused), the report and
-    the failures as text. The caller writes the report before raising :func:`refuse`."""
-    failures = check(frame, contract, (problem.time.year_column, problem.time.month_column))
+    """Check ``frame`` (column, key and time rules, then the panel's completeness with the
+    segment and time columns of ``problem``); return the validated table (``None`` when
+    refused), the report and the failures as text. The caller writes the report before
+    raising :func:`refusal`."""
+    time_columns = (problem.time.year_column, problem.time.month_column)
+    failures = check(frame, contract, time_columns)
+    failures += check_completeness(frame, contract, problem.segment, time_columns)
     result = report(failures, snapshot_name, contract_name, len(frame))
     text = format_failures(failures, snapshot_name)
     if not result["passed"]:
