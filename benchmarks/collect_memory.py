@@ -39,7 +39,7 @@ from panelcast.core.config import ProblemSpec, SourceSpec, TimeSpec
 from panelcast.core.io import write_parquet
 from panelcast.pipeline.collect import collect
 
-source = SourceSpec(uri={uri!r}, format="auto", name="benchmark", licence="none",
+source = SourceSpec(uri={uri!r}, watch={uri!r}, format="auto", name="benchmark", licence="none",
                     max_bytes=1 << 40)
 problem = ProblemSpec(question="q", segment="city", time=TimeSpec(year_column="year",
                       month_column="month"), target="sales", horizon_months=1, metric="mae",
