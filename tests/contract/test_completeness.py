@@ -16,6 +16,7 @@ from panelcast.data.sources import parse_table, read_source
 from panelcast.pipeline.validate import validate
 
 from ..conftest import ROOT, make_panel
+from .conftest import only, write_contract
 
 TIME = ("year", "month")
 
@@ -40,20 +41,13 @@ columns:
 """
 
 
-def contract_of(tmp_path, text: str = SMALL):
-    path = tmp_path / "contract.yaml"
-    path.write_text(text)
-    return load_contract(path)
+def contract_of(tmp_path, text: str = SMALL, edit=lambda t: t):
+    return write_contract(tmp_path, text, edit)
 
 
 def failures(frame, contract, rule=None):
     out = check_completeness(frame, contract, "city", TIME)
     return [f for f in out if rule is None or f.rule == rule]
-
-
-def only(items):
-    assert len(items) == 1, items
-    return items[0]
 
 
 def drop(frame: pd.DataFrame, city: str, year: int, months=range(1, 13)) -> pd.DataFrame:
@@ -64,11 +58,6 @@ def drop(frame: pd.DataFrame, city: str, year: int, months=range(1, 13)) -> pd.D
 @pytest.fixture
 def small(tmp_path):
     return contract_of(tmp_path)
-
-
-@pytest.fixture
-def panel():
-    return make_panel()
 
 
 def test_complete_panel_passes(small, panel):

@@ -16,7 +16,8 @@ from panelcast.core.io import dumps_json
 from panelcast.data.contract import check, format_failures, load_contract, report
 from panelcast.data.sources import parse_table, read_source
 
-from ..conftest import ROOT, make_panel
+from ..conftest import ROOT
+from .conftest import only, write_contract
 
 TIME = ("year", "month")
 
@@ -39,9 +40,7 @@ columns:
 
 
 def contract_of(tmp_path, text: str = SMALL, edit=lambda t: t):
-    path = tmp_path / "contract.yaml"
-    path.write_text(edit(text))
-    return load_contract(path)
+    return write_contract(tmp_path, text, edit)
 
 
 def found(frame, contract, rule=None, column=None):
@@ -53,19 +52,9 @@ def found(frame, contract, rule=None, column=None):
     ]
 
 
-def only(failures):
-    assert len(failures) == 1, failures
-    return failures[0]
-
-
 @pytest.fixture
 def small(tmp_path):
     return contract_of(tmp_path)
-
-
-@pytest.fixture
-def panel():
-    return make_panel()
 
 
 def test_small_panel_passes(small, panel):

@@ -47,6 +47,8 @@ TARGETS = ("predict", "drift")
 STATE_DIRS = ("data", "models", "metrics", "plots")
 STATE_FILES = ("dvc.lock", "params.yaml")
 SOURCE_URI = "package://plotnine/data/txhousing.csv"
+#: The documented recovery (README, "When a stage fails"), run as written.
+RECOVERY = "git checkout HEAD -- . && dvc checkout --force"
 
 _RUNNING = re.compile(r"^Running stage '([^']+)'", re.M)
 _FAILED = re.compile(r"failed to reproduce '([^']+)'")
@@ -218,13 +220,23 @@ def edit_params(repo: Path, edit: Callable[[dict], None]) -> None:
 # --------------------------------------------------------------------------- processes
 
 
-def start(cmd: list[str], repo: Path, log: Path) -> subprocess.Popen:
-    """Start ``cmd`` in its own process group, output to ``log`` (stdout and stderr)."""
+def recover(repo: Path, plain: bool = False) -> subprocess.CompletedProcess:
+    """The documented recovery; ``plain``: without --force, which suffices after a failed
+    stage (it leaves no new output behind). Returns the `dvc checkout` run."""
+    run(["git", "checkout", "HEAD", "--", "."], repo)
+    return dvc(repo, "checkout", *([] if plain else ["--force"]), timeout=180)
+
+
+def start(
+    cmd: list[str], repo: Path, log: Path, env: dict[str, str] | None = None
+) -> subprocess.Popen:
+    """Start ``cmd`` in its own process group, output to ``log`` (stdout and stderr), with
+    ``env`` added to the environment."""
     handle = open(log, "w")  # noqa: SIM115 - closed by the caller through wait_and_close
     proc = subprocess.Popen(
         cmd,
         cwd=repo,
-        env=tool_env(repo),
+        env={**tool_env(repo), **(env or {})},
         stdout=handle,
         stderr=subprocess.STDOUT,
         text=True,

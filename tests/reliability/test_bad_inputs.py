@@ -5,7 +5,7 @@ One "good" repository is built once per session (the prepared repository with fa
 no search, `dvc repro`, committed; see helpers.good_repo). Each case works on a full copy
 of it (git, DVC cache, outputs): it writes a bad source file, bad params or a damaged
 artefact, runs `dvc repro`, records what happened, then restores the last good state with
-exactly the documented recovery (README, "When a stage fails": ``RECOVERY`` below). Three
+exactly the documented recovery (README, "When a stage fails": ``helpers.RECOVERY``). Three
 tests read each record:
 
 * ``test_bad_input_stops_the_pipeline``: non-zero exit, the expected stage refused, no stage
@@ -33,6 +33,7 @@ import pytest
 
 from ..conftest import ROOT, run
 from .helpers import (
+    RECOVERY,
     STAGES,
     TARGETS,
     clone,
@@ -50,6 +51,7 @@ from .helpers import (
     ran,
     real_csv_bytes,
     real_frame,
+    recover,
     state,
 )
 
@@ -57,8 +59,6 @@ SNAP = "data/raw/snapshot.parquet"
 #: Cases run concurrently, each in its own copy (the machine may be shared: keep it small).
 WORKERS = int(os.environ.get("RELIABILITY_WORKERS", "1"))
 Prepare = Callable[[Path, Path], None]  # (repository copy, folder for the bad files)
-#: The documented recovery (README, "When a stage fails"), run as written, for every case.
-RECOVERY = "git checkout HEAD -- . && dvc checkout --force"
 
 
 @dataclass(frozen=True)
@@ -421,8 +421,7 @@ def _run_case(case: Case, good: Path, good_state: dict, folder: Path) -> Outcome
     )
     plain = None
     if not case.hand_edit:  # a failed stage left no new output: plain checkout suffices
-        run(["git", "checkout", "HEAD", "--", "."], repo)
-        plain = dvc(repo, "checkout", timeout=120)
+        plain = recover(repo, plain=True)
     checkout = run(["bash", "-c", RECOVERY], repo, check=False, timeout=180)
     return Outcome(
         code=proc.returncode,

@@ -20,7 +20,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ..conftest import run
 from .helpers import (
     clone,
     diff_state,
@@ -35,6 +34,7 @@ from .helpers import (
     real_frame,
     state,
 )
+from .helpers import recover as restore
 
 SNAP = "data/raw/snapshot.parquet"
 REPORT = "metrics/validate.json"
@@ -134,8 +134,7 @@ def refused(repo: Path, proc, case_lines) -> dict:
 
 def recover(repo: Path, good_state: dict) -> None:
     """The documented way back gives the good state byte for byte."""
-    run(["git", "checkout", "HEAD", "--", "."], repo)
-    checkout = dvc(repo, "checkout", timeout=120)
+    checkout = restore(repo, plain=True)
     assert checkout.returncode == 0, checkout.stdout + checkout.stderr
     assert diff_state(good_state, state(repo)) == {}
     assert git_status(repo) == []

@@ -32,6 +32,7 @@ from .helpers import (
     md5,
     outputs_by_stage,
     ran,
+    recover,
     stage_processes,
     start,
     state,
@@ -100,22 +101,6 @@ def test_sigkill_during_a_write_leaves_the_old_file(tmp_path):
     assert all(n.startswith(".model.skops.") and n.endswith(".tmp") for n in others), others
 
 
-def start_with(env: dict[str, str], cmd: list[str], repo: Path, log: Path) -> subprocess.Popen:
-    """``start`` with extra environment variables (the fault-injection hooks)."""
-    handle = open(log, "w")  # noqa: SIM115 - closed by kill_group / wait_and_close
-    proc = subprocess.Popen(
-        cmd,
-        cwd=repo,
-        env={**tool_env(repo), **env},
-        stdout=handle,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
-    proc.log_handle = handle  # type: ignore[attr-defined]
-    return proc
-
-
 def hidden_temporaries(repo: Path, outputs: list[str]) -> list[str]:
     """Temporary files beside ``outputs`` (what a write killed half-way leaves)."""
     found = []
@@ -135,7 +120,7 @@ def test_sigkill_inside_a_write_then_repro_completes(stage, good, good_state, tm
     forget_results(repo, stage)  # the rerun must really execute the stage, not restore it
     log = tmp_path / "killed.log"
     cmd = ["dvc", "repro", "--force", "--single-item", stage]
-    proc = start_with({PAUSE_IN_WRITE: "2"}, cmd, repo, log)
+    proc = start(cmd, repo, log, env={PAUSE_IN_WRITE: "2"})
     try:
         wait_for(
             lambda: "fault injection: pausing inside the write" in log.read_text(),
@@ -197,8 +182,7 @@ def test_a_stage_failing_after_its_first_write_leaves_no_new_output(
         assert not (repo / path).exists() or md5(repo / path) == md5(good / path), path
     assert [s for s in git_status(repo) if s.startswith("??")] == []
     assert hidden_temporaries(repo, outputs) == []
-    run(["git", "checkout", "HEAD", "--", "."], repo)
-    checkout = dvc(repo, "checkout", timeout=120)
+    checkout = recover(repo, plain=True)
     assert checkout.returncode == 0, checkout.stdout + checkout.stderr
     assert diff_state(good_state, state(repo)) == {}
     assert git_status(repo) == []

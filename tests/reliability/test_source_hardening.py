@@ -20,6 +20,7 @@ import pytest
 
 from ..conftest import commit_all, run, set_params
 from .helpers import (
+    RECOVERY,
     clone,
     diff_state,
     dvc,
@@ -38,8 +39,6 @@ pytestmark = pytest.mark.slow
 
 SNAP = "data/raw/snapshot.parquet"
 VALIDATED = "data/validated.parquet"
-#: The documented recovery (README, "When a stage fails").
-RECOVERY = "git checkout HEAD -- . && dvc checkout --force"
 
 
 # --------------------------------------------------------------------------- refused sources

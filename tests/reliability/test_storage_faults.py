@@ -13,12 +13,9 @@ import pandas as pd
 import pytest
 
 from ..conftest import tool_env
-from .helpers import clone, md5, point_source_at, real_frame, state
+from .helpers import RECOVERY, clone, md5, point_source_at, real_frame, state
 
 pytestmark = pytest.mark.slow
-
-#: The documented recovery (README, "When a stage fails").
-RECOVERY = "git checkout HEAD -- . && dvc checkout --force"
 
 
 def _can_unshare() -> bool:

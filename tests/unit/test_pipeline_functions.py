@@ -165,29 +165,27 @@ def test_evaluate_scores_the_test_rows_against_the_best_rule(chain):
     }
 
 
+def evaluate_chain(chain, rules=None, rule_metrics=None):
+    """The evaluate stage on the chain's outputs, with the rule table or metrics replaced."""
+    return evaluate(
+        chain["features"],
+        chain["rules"] if rules is None else rules,
+        chain["rule_metrics"] if rule_metrics is None else rule_metrics,
+        chain["model"],
+        chain["trained"].metadata["features"],
+        chain["params"],
+    )
+
+
 def test_evaluate_refuses_a_baseline_without_its_best_rule(chain):
     forged = {k: v for k, v in chain["rule_metrics"].items() if k != "best_rule"}
     with pytest.raises(DataError, match="best_rule"):
-        evaluate(
-            chain["features"],
-            chain["rules"],
-            forged,
-            chain["model"],
-            chain["trained"].metadata["features"],
-            chain["params"],
-        )
+        evaluate_chain(chain, rule_metrics=forged)
 
 
 def test_evaluate_refuses_rule_rows_that_do_not_match(chain):
     with pytest.raises(DataError, match="different test rows"):
-        evaluate(
-            chain["features"],
-            chain["rules"].iloc[:-1],
-            chain["rule_metrics"],
-            chain["model"],
-            chain["trained"].metadata["features"],
-            chain["params"],
-        )
+        evaluate_chain(chain, rules=chain["rules"].iloc[:-1])
 
 
 @pytest.mark.parametrize(
@@ -202,14 +200,7 @@ def test_evaluate_recomputes_the_rule_scores_and_refuses_a_forged_baseline(chain
     forged = copy.deepcopy(chain["rule_metrics"])
     forge(forged)
     with pytest.raises(DataError, match="do not match the rule forecasts") as info:
-        evaluate(
-            chain["features"],
-            chain["rules"],
-            forged,
-            chain["model"],
-            chain["trained"].metadata["features"],
-            chain["params"],
-        )
+        evaluate_chain(chain, rule_metrics=forged)
     assert "recorded" in str(info.value) and "recomputed" in str(info.value)
 
 
