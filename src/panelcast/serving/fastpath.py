@@ -155,6 +155,8 @@ class FastPath:
                 continue
             lo = -math.inf if r.min is None else float(r.min)
             hi = math.inf if r.max is None else float(r.max)
+            if r.max_abs is not None:  # the contract's magnitude guard
+                lo, hi = max(lo, -float(r.max_abs)), min(hi, float(r.max_abs))
             self.num_rules[name] = (r.type == "integer", r.nullable, lo, hi)
         self.input_set = frozenset(self.inputs)
 
