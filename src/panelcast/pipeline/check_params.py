@@ -243,7 +243,9 @@ def _git_tracked(paths: list[str], root: Path) -> set[str]:
 def _locked_outputs(root: Path) -> set[str]:
     """Output paths dvc.lock records (empty before the first run)."""
     try:
-        lock = yaml.safe_load((root / "dvc.lock").read_text(encoding="utf-8")) or {}
+        text = (root / "dvc.lock").read_text(encoding="utf-8")
+        # written by DVC; the C loader reads it ten times faster than the Python one
+        lock = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)) or {}
     except (OSError, yaml.YAMLError):
         return set()
     stages = lock.get("stages", {}) if isinstance(lock, dict) else {}
