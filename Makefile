@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 export DVC_NO_ANALYTICS := 1
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: setup repro test test-fast lint format metrics-diff pr-diff retrain clean-venv
+.PHONY: setup repro test test-fast lint format metrics-diff pr-diff retrain example clean-venv
 
 BASE ?= main
 
@@ -54,6 +54,13 @@ metrics-diff: pr-diff
 # Act on the drift verdict: retrain as a DVC experiment, promote it only if the gate passes.
 retrain: $(STAMP)
 	python scripts/retrain.py
+
+# The pipeline on another table: examples/NAME (its params.yaml and contract.yaml only) in a
+# scratch copy, build/examples/NAME (removed first). `make example` lists the examples.
+NAME ?=
+example: $(STAMP)
+	@if [ -n "$(NAME)" ]; then rm -rf build/examples/$(NAME); fi
+	panelcast example $(NAME)
 
 clean-venv:
 	rm -rf $(VENV)

@@ -41,9 +41,9 @@ from panelcast.pipeline.collect import collect
 
 source = SourceSpec(uri={uri!r}, watch={uri!r}, format="auto", name="benchmark", licence="none",
                     max_bytes=1 << 40)
-problem = ProblemSpec(question="q", segment="city", time=TimeSpec(year_column="year",
-                      month_column="month"), target="sales", horizon_months=1, metric="mae",
-                      success="s")
+problem = ProblemSpec(question="q", segment="city", time=TimeSpec(frequency="M",
+                      year_column="year", period_column="month"), target="sales", horizon=1,
+                      metric="mae", success="s")
 t0 = time.perf_counter()
 frame, record = collect(source, problem, tmp_dir={tmp!r})
 t1 = time.perf_counter()

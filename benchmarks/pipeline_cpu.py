@@ -82,6 +82,11 @@ def copy_project(dest: Path, updates: dict[str, object]) -> Path:
     return dest
 
 
+def figure(value: float | None) -> str:
+    """A backtest MAE for the table (``-`` when a named period holds no scored row)."""
+    return "      -" if value is None else f"{value:7.2f}"
+
+
 def parse_updates(items: list[str]) -> dict[str, object]:
     updates = {}
     for item in items:
@@ -120,6 +125,7 @@ def main() -> None:
             print(f"  {stage:<14} {cpu:7.1f} s CPU {wall:7.1f} s wall", flush=True)
         idle_cpu, idle_wall, _ = measure(["dvc", "repro"], repo)
         backtest = json.loads((repo / "metrics" / "backtest.json").read_text())
+        unit = (yaml.safe_load((repo / "params.yaml").read_text())["problem"]).get("unit")
     finally:
         if args.keep:
             print(f"kept {tmp}")
@@ -143,10 +149,16 @@ def main() -> None:
         f"DVC's own cost per call (`dvc repro` with nothing to do): {idle_cpu:.1f} s CPU, "
         f"{idle_wall:.1f} s wall; each row includes it once"
     )
-    print(f"backtest: {backtest.get('distinct_fits')} distinct fits; per policy (production):")
+    in_unit = f", MAE in {unit}" if unit else ""
+    print(
+        f"backtest: {backtest.get('distinct_fits')} distinct fits; per policy "
+        f"(production{in_unit}):"
+    )
+    named = list(backtest.get("named_periods", {}))
     for name, s in backtest["policies"].items():
+        within = "".join(f"  {n} MAE {figure(s[n + '_mae'])}" for n in named)
         print(
-            f"  {name:<10} MAE {s['mae']:7.2f}  crisis MAE {s['crisis_mae']:7.2f}  "
+            f"  {name:<10} MAE {figure(s['mae'])}{within}  "
             f"retrains {s['retrains']:3d}  promotions {s['promotions']:3d}  fits {s['fits']:3d}"
         )
     if args.json:

@@ -11,7 +11,8 @@ report and of the error text. Figures only: no assertion, never part of the test
 
     .venv/bin/python benchmarks/validate_memory.py                  # 2 million rows
     .venv/bin/python benchmarks/validate_memory.py --rows 200000
-    # another implementation of the contract module (e.g. an older commit), its own contract:
+    # another implementation of the contract module with the same signatures (check with
+    # a TimeSpec, load_contract with a calendar), its own contract:
     git show HEAD~1:src/panelcast/data/contract.py > /tmp/old_contract.py
     git show HEAD~1:contract.yaml > /tmp/old_contract.yaml
     .venv/bin/python benchmarks/validate_memory.py --module /tmp/old_contract.py \
@@ -108,18 +109,18 @@ def main() -> None:
 
     module = load_module(args.module)
     params = load_params(ROOT / "params.yaml")
-    contract = module.load_contract(args.contract)
-    time_columns = (params.problem.time.year_column, params.problem.time.month_column)
+    contract = module.load_contract(args.contract, calendar=params.problem.calendar)
+    time_spec = params.problem.time
     frame = bad_table(args.rows)
     before = status_kib("VmRSS")
     exact = reset_peak()
 
     started = time.perf_counter()
     try:
-        failures = module.check(frame, contract, time_columns)
+        failures = module.check(frame, contract, time_spec)
         if hasattr(module, "check_completeness"):
             failures += module.check_completeness(
-                frame, contract, params.problem.segment, time_columns
+                frame, contract, params.problem.segment_column, time_spec
             )
         text = module.format_failures(failures, "data/raw/snapshot.parquet")
         report = dumps_json(module.report(failures, "snapshot", "contract", len(frame)))

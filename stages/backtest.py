@@ -1,4 +1,4 @@
-"""Stage backtest: replay production month by month and compare retraining policies."""
+"""Stage backtest: replay production period by period and compare retraining policies."""
 
 import pandas as pd
 

@@ -17,6 +17,7 @@ def main(params, args) -> None:
         list(metadata["features"]),
         read_json(paths.reference),
         params.drift,
+        params.problem.calendar,
     )
     write_json(paths.metric("drift"), report)
     write_csv(paths.plot("drift_effects.csv"), effects)

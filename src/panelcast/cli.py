@@ -7,6 +7,8 @@
   reads them (``make repro`` runs it first). DVC's own YAML parser expands anchors and
   aliases, so a params.yaml with an alias bomb would exhaust memory inside DVC before any
   stage runs; our loader refuses anchors and aliases at the first one.
+- ``panelcast example NAME [--dir DIR]``: the pipeline on another table, ``examples/NAME``
+  (its params.yaml and contract.yaml), in a scratch copy of the repository.
 
 Exit codes as for the stages: 2 for a user mistake (one line), 1 for a bug (traceback).
 """
@@ -73,6 +75,19 @@ def _check(args: argparse.Namespace) -> None:
         check_params(params, args.params)
 
 
+def _example(args: argparse.Namespace) -> None:
+    from .examples import available, run_example
+
+    root = Path.cwd()
+    if args.name is None:
+        logger.info("examples: %s", ", ".join(available(root)) or "(none)")
+        return
+    dest = Path(args.dir) if args.dir else root / "build" / "examples" / args.name
+    code = run_example(root, args.name, dest.resolve())
+    if code:
+        sys.exit(code)
+
+
 def _serve(args: argparse.Namespace) -> None:
     from .serving.server import serve
 
@@ -103,6 +118,10 @@ def parser() -> argparse.ArgumentParser:
         "--params", default=argparse.SUPPRESS, help="parameter file (also accepted here)"
     )
     c.set_defaults(run=_check)
+    e = sub.add_parser("example", help="run the pipeline on examples/NAME in a scratch copy")
+    e.add_argument("name", nargs="?", help="the example (none: list them)")
+    e.add_argument("--dir", help="scratch folder (default build/examples/NAME; must not exist)")
+    e.set_defaults(run=_example)
     return top
 
 

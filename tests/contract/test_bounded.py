@@ -28,8 +28,8 @@ from panelcast.data.contract import (
 )
 
 from ..conftest import ROOT, make_panel
+from .conftest import TIME
 
-TIME = ("year", "month")
 BIG = 5 * 1024 * 1024
 
 

@@ -16,9 +16,7 @@ from panelcast.data.sources import parse_table, read_source
 from panelcast.pipeline.validate import validate
 
 from ..conftest import ROOT, make_panel
-from .conftest import only, write_contract
-
-TIME = ("year", "month")
+from .conftest import TIME, only, write_contract
 
 SMALL = """
 key: [city, year, month]
@@ -259,8 +257,14 @@ def test_validate_reports_gaps_in_its_json_and_log(tmp_path, caplog):
     table = drop(raw, "Austin", 2005)
     contract = load_contract(ROOT / "contract.yaml")
     with caplog.at_level("WARNING", logger="panelcast.pipeline.validate"):
-        validated, result, text = validate(table, contract, params.problem, "snap", "contract")
+        validated, result, text = validate(
+            table, contract, params.problem, params.prepare, "snap", "contract"
+        )
     assert validated is not None and result["passed"] is True
+    # prepare inserts the missing year (fill_missing), counted; the gap is still named
+    assert result["prepare"]["periods_inserted"] == 12
+    assert result["prepare"]["inserted_by_segment"] == {"Austin": 12}
+    assert len(validated) == len(raw)
     gap = only([f for f in result["failures"] if f["rule"] == "gaps"])
     assert gap["severity"] == "warn" and gap["examples"] == ["Austin: 2005-01..2005-12 (12 months)"]
     assert any("Austin: 2005-01..2005-12 (12 months)" in r.getMessage() for r in caplog.records)
@@ -269,6 +273,6 @@ def test_validate_reports_gaps_in_its_json_and_log(tmp_path, caplog):
 
 
 def test_completeness_skips_unusable_time_columns(small, panel):
-    panel["month"] = panel["month"].astype(str)
+    panel["month"] = "January"  # not a month number: check() names it (time_readable)
     assert failures(panel, small, "rows_per_period") == []
     assert failures(panel, small, "gaps") == []

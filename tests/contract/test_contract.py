@@ -12,8 +12,7 @@ from panelcast.data.contract import check, format_failures, load_contract, repor
 from panelcast.data.sources import SourceError, parse_table, read_source
 
 from ..conftest import ROOT
-
-TIME = ("year", "month")
+from .conftest import TIME
 
 
 @pytest.fixture(scope="module")
@@ -281,6 +280,6 @@ def test_duplicate_keys_with_missing_key_values_are_reported_not_crashed():
     frame = pd.DataFrame(
         {"city": [None, None], "year": [2010, 2010], "month": [1, 1], "sales": [1.0, 1.0]}
     )
-    failures = check_rows(frame, load(ROOT / "contract.yaml"), ("year", "month"))
+    failures = check_rows(frame, load(ROOT / "contract.yaml"), TIME)
     dup = [f for f in failures if f.rule == "unique_key"]
     assert dup and dup[0].count == 2 and "<missing>|2010|1" in dup[0].examples

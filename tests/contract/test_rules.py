@@ -17,9 +17,7 @@ from panelcast.data.contract import check, format_failures, load_contract, repor
 from panelcast.data.sources import parse_table, read_source
 
 from ..conftest import ROOT
-from .conftest import only, write_contract
-
-TIME = ("year", "month")
+from .conftest import TIME, only, write_contract
 
 SMALL = """
 key: [city, year, month]

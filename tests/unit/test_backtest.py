@@ -1,18 +1,32 @@
-"""The replay of production on a small synthetic panel."""
+"""The replay of production on small synthetic panels (monthly, quarterly, one series)."""
+
+import logging
+import re
 
 import numpy as np
+import pandas as pd
 import pytest
+import yaml
 
-from panelcast.core.config import BacktestSpec, PolicySpec, WindowSpec
-from panelcast.core.periods import LEVEL_FEATURE, TARGET, T, parse_period
+from panelcast.core.config import (
+    BacktestSpec,
+    NamedPeriod,
+    Params,
+    PolicySpec,
+    WindowSpec,
+    params_from_dict,
+)
+from panelcast.core.periods import LEVEL_FEATURE, MONTHLY, TARGET, T
 from panelcast.modelling.features import build_features, feature_columns
 from panelcast.modelling.model import dumps_model, fit_model
 from panelcast.monitoring.backtest import BacktestData, run_backtest, summarise
 from panelcast.monitoring.drift import build_profile, compare
 from panelcast.monitoring.reference import drift_thresholds, monitored_frame, steady_state
+from panelcast.pipeline.backtest import backtest
 from panelcast.production.retrain import plan
+from panelcast.report.figures import backtest_figure, backtest_plot
 
-from ..conftest import make_panel
+from ..conftest import ROOT, make_panel
 
 
 @pytest.fixture(scope="module")
@@ -33,13 +47,11 @@ def make_ctx(params):
             PolicySpec("every_6", "every", 6),
             PolicySpec("on_alarm", "on_alarm"),
         ],
-        validation_months=3,
-        drift_window_months=12,
-        error_window_months=3,
+        validation_periods=3,
+        drift_window_periods=12,
+        error_window_periods=3,
         error_factor=1.5,
-        min_months_between=3,
-        crisis_start="2005-01",
-        crisis_end="2005-06",
+        min_periods_between=3,
         n_jobs=1,
     )
     train = params.train.model_copy(
@@ -59,6 +71,7 @@ def make_ctx(params):
             train,
             "log_ratio",
             drift_thresholds(params.drift),
+            MONTHLY,
         )
 
     return make
@@ -70,38 +83,56 @@ def replays(make_ctx):
     return run_backtest(ctx), ctx.spec, ctx
 
 
-def test_every_policy_replays_the_same_months(replays):
+def test_every_policy_replays_the_same_periods(replays):
     out, *_ = replays
-    months = [[m["month"] for m in r.months] for r in out]
-    assert months[0] == months[1] == months[2]
-    assert months[0][0] == "2004-01" and months[0][-1] == "2005-12"
+    periods = [[m["period"] for m in r.periods] for r in out]
+    assert periods[0] == periods[1] == periods[2]
+    assert periods[0][0] == "2004-01" and periods[0][-1] == "2005-12"
 
 
 def test_costs_follow_the_policy(replays):
     out, spec, _ = replays
-    summary = summarise(out, spec)
+    summary = summarise(out, MONTHLY, [NamedPeriod("crisis", "2005-01", "2005-06")])
     assert summary["never"]["retrains"] == 0 and summary["never"]["fits"] == 2
     assert summary["every_6"]["retrains"] == 4  # 2004-06, 2004-12, 2005-06, 2005-12
     assert summary["every_6"]["fits"] == 2 + 4 + summary["every_6"]["promotions"]
     for s in summary.values():
         assert s["n"] == 3 * 24 and s["mae"] > 0 and s["crisis_n"] == 3 * 6
+        assert s["crisis_mae"] > 0 and s["crisis_wape"] > 0
 
 
-def test_retrain_events_are_marked_in_the_months(replays):
+def test_each_named_period_is_summarised_and_none_without_them(replays):
+    out, *_ = replays
+    named = [NamedPeriod("early", "2004-01", "2004-03"), NamedPeriod("late", "2005-12", "2005-12")]
+    summary = summarise(out, MONTHLY, named)
+    plain = summarise(out, MONTHLY)
+    for policy, s in summary.items():
+        assert s["early_n"] == 3 * 3 and s["late_n"] == 3
+        assert {k: v for k, v in s.items() if not k.startswith(("early_", "late_"))} == plain[
+            policy
+        ]
+    assert not [k for k in plain["never"] if k.startswith("crisis")]
+    assert list(plain["never"])[:3] == ["mae", "wape", "n"]
+    drifted = [m["period"] for m in out[0].periods if m["drifted"]]
+    assert plain["never"]["drift_periods"] == drifted
+    assert "drift_months" not in plain["never"] and "error_alarm_periods" in plain["never"]
+
+
+def test_retrain_events_are_marked_in_the_periods(replays):
     out, *_ = replays
     every = out[1]
-    marked = [m["month"] for m in every.months if m["retrain"]]
-    assert marked == [e["month"] for e in every.events]
+    marked = [m["period"] for m in every.periods if m["retrain"]]
+    assert marked == [e["period"] for e in every.events]
 
 
 def test_one_fit_per_training_cutoff_shared_by_the_policies(replays):
     out, spec, ctx = replays
-    first_end, vm = parse_period(spec.first_train_end), spec.validation_months
+    first_end, vm = MONTHLY.parse(spec.first_train_end), spec.validation_periods
     cutoffs = {first_end, first_end - vm}
     for r in out:
         for e in r.events:
-            month = parse_period(e["month"])
-            cutoffs |= {month - vm, month} if e["promoted"] else {month - vm}
+            period = MONTHLY.parse(e["period"])
+            cutoffs |= {period - vm, period} if e["promoted"] else {period - vm}
     assert ctx.fitted == len(cutoffs) < sum(r.fits for r in out)
 
 
@@ -110,8 +141,8 @@ def test_sharing_does_not_change_any_policy(make_ctx, replays):
     out, spec, _ = replays
     for policy, shared in zip(spec.policies, out, strict=True):
         (alone,) = run_backtest(make_ctx(policies=[policy]))
-        assert (alone.months, alone.events, alone.fits) == (
-            shared.months,
+        assert (alone.periods, alone.events, alone.fits) == (
+            shared.periods,
             shared.events,
             shared.fits,
         )
@@ -121,8 +152,8 @@ def test_fits_in_processes_give_the_same_replay(make_ctx, replays):
     out, _, ctx = replays
     par_ctx = make_ctx(n_jobs=2)
     par = run_backtest(par_ctx)
-    assert [(r.months, r.events, r.fits) for r in par] == [
-        (r.months, r.events, r.fits) for r in out
+    assert [(r.periods, r.events, r.fits) for r in par] == [
+        (r.periods, r.events, r.fits) for r in out
     ]
     assert par_ctx.fitted == ctx.fitted
 
@@ -131,9 +162,9 @@ def test_memoised_results_equal_direct_ones(make_ctx):
     """Model, predictions, profile and drift check as the replay computed them unshared."""
     ctx = make_ctx()
     frame, cols = ctx.frame, ctx.cols
-    cut, month = parse_period("2004-06"), parse_period("2005-03")
+    cut, month = MONTHLY.parse("2004-06"), MONTHLY.parse("2005-03")
     known = frame[frame[TARGET].notna()]
-    rows = known[known[T].between(parse_period("2000-01"), cut)]
+    rows = known[known[T].between(MONTHLY.parse("2000-01"), cut)]
     fresh, _ = fit_model(
         rows[cols], rows[TARGET], rows[T].to_numpy(), ctx.train, "log_ratio", LEVEL_FEATURE
     )
@@ -162,3 +193,182 @@ def test_retrain_plan_moves_the_windows(params):
     assert (new.train_end, new.test_start, new.test_end) == ("2014-07", "2014-08", "2015-07")
     assert "windows.train_end=2014-07" in new.set_args()
     assert plan(params, "2012-06") is None  # cannot move: would end before the current one
+
+
+# --------------------------------------------------------------------------- any frequency
+
+
+def make_quarterly(segments=("A", "B", "C"), years=12, seed=1) -> pd.DataFrame:
+    """A small quarterly table (``year``, ``quarter``): seasonal sales per segment, or one
+    series (``segments=()``, with the ``series`` column prepare adds)."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i, seg in enumerate(segments or ("all",)):
+        for k in range(years * 4):
+            quarter = k % 4 + 1
+            sales = 50.0 * (i + 1) * (1 + 0.2 * np.sin(2 * np.pi * quarter / 4)) * (1 + 0.02 * k)
+            rows.append(
+                {
+                    "city" if segments else "series": seg,
+                    "year": 2000 + k // 4,
+                    "quarter": quarter,
+                    "sales": float(round(sales + rng.normal(0, 2))),
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def quarterly_params(named_periods: list[dict], single: bool = False) -> Params:
+    """The real params.yaml for :func:`make_quarterly`: quarters, a unit, a short backtest."""
+    data = yaml.safe_load((ROOT / "params.yaml").read_text())
+    problem = data["problem"]
+    problem["time"] = {"frequency": "Q", "year_column": "year", "period_column": "quarter"}
+    problem.update(target_label="Harvest", unit="tonnes", named_periods=named_periods)
+    if single:
+        del problem["segment"]
+    data["windows"] = {
+        "train_start": "2001-Q1",
+        "train_end": "2007-Q4",
+        "test_start": "2008-Q1",
+        "test_end": "2011-Q4",
+    }
+    data["features"].update(lags=[1, 2, 3, 4], rolling=[2, 4], level_window=4, exogenous=[])
+    data["train"]["hyperparameters"] = {"max_iter": 20}
+    data["train"]["search"]["enabled"] = False
+    data["drift"].update(current_start="2008-Q1", current_end="2011-Q4")
+    data["backtest"].update(
+        first_train_start="2000-Q1",
+        first_train_end="2005-Q4",
+        end="2009-Q4",
+        policies=[
+            {"name": "never", "kind": "never"},
+            {"name": "every_4", "kind": "every", "every_periods": 4},
+            {"name": "on_alarm", "kind": "on_alarm"},
+        ],
+        validation_periods=2,
+        drift_window_periods=4,
+        error_window_periods=2,
+        min_periods_between=2,
+    )
+    return params_from_dict(data)
+
+
+SLUMP = [{"name": "slump", "start": "2007-Q2", "end": "2008-Q1"}]
+
+
+@pytest.fixture(scope="module")
+def quarterly():
+    """The backtest stage on a quarterly panel, with one named period and with none."""
+    out = {}
+    for key, named in (("named", SLUMP), ("none", [])):
+        params = quarterly_params(named)
+        features, _ = build_features(
+            make_quarterly(), params.problem, params.features, params.windows
+        )
+        out[key] = params, backtest(features, params)
+    return out
+
+
+def test_a_quarterly_backtest_reports_its_named_period(quarterly):
+    params, result = quarterly["named"]
+    metrics = result.metrics
+    assert metrics["named_periods"] == {"slump": {"start": "2007-Q2", "end": "2008-Q1"}}
+    assert metrics["replayed"] == {"start": "2006-Q1", "end": "2009-Q4"}
+    assert "crisis" not in metrics
+    for s in metrics["policies"].values():
+        assert s["n"] == 3 * 16 and s["slump_n"] == 3 * 4 and s["slump_mae"] > 0
+        assert not [k for k in s if k.startswith("crisis") or k.endswith("_months")]
+        assert all(p[4:6] == "-Q" for p in s["drift_periods"] + s["error_alarm_periods"])
+    assert metrics["policies"]["every_4"]["retrains"] == 4  # every 4 quarters over 4 years
+    error = result.plots["backtest_error.csv"]
+    assert list(error.columns) == ["period", "every_4_mae", "never_mae", "on_alarm_mae"]
+    assert error["period"].tolist() == [
+        f"{y}-Q{q}" for y in range(2006, 2010) for q in (1, 2, 3, 4)
+    ]
+    drift = result.plots["backtest_drift.csv"]
+    assert list(drift.columns) == ["period", "max_effect", "share_drifted", "drifted"]
+    assert len(drift) == 16
+    assert result.figure_png.startswith(b"\x89PNG")
+
+
+def test_a_backtest_without_named_periods_reports_none(quarterly):
+    _, named = quarterly["named"]
+    _, result = quarterly["none"]
+    assert result.metrics["named_periods"] == {}
+    for name, s in result.metrics["policies"].items():
+        assert not [k for k in s if k.startswith("slump")]
+        assert s == {k: v for k, v in named.metrics["policies"][name].items() if "slump" not in k}
+    assert result.plots["backtest_error.csv"].equals(named.plots["backtest_error.csv"])
+    assert result.figure_png.startswith(b"\x89PNG")
+
+
+def test_backtest_logs_figures_in_the_unit_of_params(caplog):
+    params = quarterly_params(SLUMP)
+    features, _ = build_features(make_quarterly(), params.problem, params.features, params.windows)
+    spec = params.backtest.model_copy(update={"policies": [PolicySpec("never", "never")]})
+    with caplog.at_level(logging.INFO, logger="panelcast"):
+        backtest(features, params.model_copy(update={"backtest": spec}))
+    line = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("policy"))
+    assert re.search(r"MAE +\d+\.\d\d tonnes  slump MAE +\d+\.\d\d tonnes", line), line
+    assert "16 quarters" in caplog.text and "month" not in caplog.text
+
+
+def test_a_single_series_replays_without_a_segment_column():
+    params = quarterly_params([], single=True)
+    assert params.problem.single_series and params.problem.segment_column == "series"
+    features, _ = build_features(
+        make_quarterly(segments=()), params.problem, params.features, params.windows
+    )
+    result = backtest(features, params)
+    for s in result.metrics["policies"].values():
+        assert s["n"] == 16 and s["mae"] > 0
+    assert len(result.plots["backtest_error.csv"]) == 16
+
+
+def test_retrain_plan_moves_quarterly_windows():
+    params = quarterly_params([])
+    assert params.retrain.test_periods == 12  # quarters here
+    new = plan(params, "2013-Q2")
+    assert (new.train_end, new.test_start, new.test_end) == ("2010-Q2", "2010-Q3", "2013-Q2")
+    assert "windows.test_start=2010-Q3" in new.set_args()
+    assert plan(params, "2011-Q1").train_end == "2008-Q1"
+    assert plan(params, "2010-Q4") is None  # would end where the current window ends
+
+
+# --------------------------------------------------------------------------- the figure
+
+
+def test_the_figure_names_the_unit_the_label_and_each_named_period():
+    params = quarterly_params(SLUMP + [{"name": "boom", "start": "2009-Q3", "end": "2012-Q4"}])
+    rows = pd.DataFrame(
+        {
+            "period": ["2006-Q1", "2006-Q2", "2009-Q4"],
+            "policy": "never",
+            "mae": [1.0, None, 2.0],  # a period without an observed target has no MAE
+            "retrain": ["", "", "kept"],
+        }
+    )
+    plot = backtest_plot(rows, params.problem)
+    assert plot.labels.y == "MAE (tonnes)" and plot.labels.x == "forecast quarter"
+    assert "Harvest" in plot.labels.title and "quarterly" in plot.labels.title
+    texts = [
+        layer.geom.aes_params["label"] for layer in plot.layers if "label" in layer.geom.aes_params
+    ]
+    assert texts == ["slump", "boom"]  # boom is cut to the replayed periods, not dropped
+    no_unit = params.problem.model_copy(update={"unit": None, "named_periods": []})
+    bare = backtest_plot(rows, no_unit)
+    assert bare.labels.y == "MAE (Harvest)"
+    assert not [layer for layer in bare.layers if "label" in layer.geom.aes_params]
+    assert backtest_figure(rows, params.problem).startswith(b"\x89PNG")
+
+
+def test_the_default_figure_is_labelled_from_params(params):
+    rows = pd.DataFrame(
+        {"period": ["2008-06", "2008-07"], "policy": "never", "mae": [3.0, 4.0], "retrain": ""}
+    )
+    plot = backtest_plot(rows, params.problem)
+    assert plot.labels.y == f"MAE ({params.problem.unit})" == "MAE (homes)"
+    assert plot.labels.x == "forecast month" and "monthly" in plot.labels.title
+    assert "homes sold" not in str(plot.labels.title)
+    texts = [layer.geom.aes_params.get("label") for layer in plot.layers]
+    assert "crisis" in texts

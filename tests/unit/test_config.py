@@ -2,6 +2,7 @@
 range name the key and the value; the check_params stage refuses them with exit code 2."""
 
 import copy
+import datetime
 import json
 import math
 import os
@@ -24,10 +25,9 @@ from panelcast.core.config import (
     WindowSpec,
     load_params,
     params_from_dict,
-    parse_month,
+    reading_periods_as,
 )
-from panelcast.core.periods import PREDICTION, TARGET
-from panelcast.core.periods import format_period as format_month
+from panelcast.core.periods import MONTHLY, PREDICTION, TARGET
 from panelcast.modelling.features import build_features, feature_columns
 from panelcast.modelling.model import ESTIMATORS
 from panelcast.pipeline.check_params import check_params, feature_names, monitored_columns
@@ -106,8 +106,145 @@ def test_bad_month_string(raw):
 
 
 def test_month_round_trip():
-    assert format_month(parse_month("2011-12", "k")) == "2011-12"
-    assert parse_month("2000-01", "k") == 2000 * 12
+    assert MONTHLY.format(MONTHLY.parse("2011-12")) == "2011-12"
+    assert MONTHLY.parse("2000-01") == 2000 * 12
+
+
+# --------------------------------------------------------------------------- time axis
+
+
+@pytest.mark.parametrize(
+    "time,windows,expected",
+    [
+        (
+            {"frequency": "D", "column": "day", "format": "%d/%m/%Y"},
+            ("2001-01-01", "2001-06-30", datetime.date(2001, 7, 1), "2001-12-31"),
+            ("2001-01-01", "2001-06-30", "2001-07-01", "2001-12-31"),
+        ),
+        (
+            {"frequency": "W", "column": "week"},
+            ("2001-01-03", "2001-06-27", "2001-07-04", "2001-12-26"),  # Wednesdays
+            ("2001-01-01", "2001-06-25", "2001-07-02", "2001-12-24"),  # their Mondays
+        ),
+        (
+            {"frequency": "Q", "year_column": "year", "period_column": "quarter"},
+            ("2000-Q1", "2005-Q4", "2006Q1", "2007-q4"),
+            ("2000-Q1", "2005-Q4", "2006-Q1", "2007-Q4"),
+        ),
+        (
+            {"frequency": "Y", "year_column": "year"},
+            (1900, "1950", 1951, 1972),
+            ("1900", "1950", "1951", "1972"),
+        ),
+        (
+            {"frequency": "H", "column": "stamp"},
+            ("2013-02-11 00:00", "2013-02-20 23:00", "2013-02-21 00", "2013-02-22T05:00"),
+            ("2013-02-11 00:00", "2013-02-20 23:00", "2013-02-21 00:00", "2013-02-22 05:00"),
+        ),
+    ],
+)
+def test_periods_are_read_in_the_declared_frequency(raw, time, windows, expected):
+    data = copy.deepcopy(raw)
+    data["problem"]["time"] = time
+    data["problem"]["named_periods"] = []
+    keys = ("train_start", "train_end", "test_start", "test_end")
+    data["windows"] = dict(zip(keys, windows, strict=True))
+    for key in ("drift", "backtest"):  # out of the way: the windows are the point here
+        data[key] = None
+    with pytest.raises(ParamsError) as info:
+        params_from_dict(data)
+    assert "windows" not in str(info.value), str(info.value)
+    with reading_periods_as(params_from_dict_calendar(time)):
+        section = WindowSpec.model_validate(data["windows"])
+    assert tuple(getattr(section, k) for k in keys) == expected
+
+
+def params_from_dict_calendar(time: dict):
+    from panelcast.core.config import TimeSpec
+
+    return TimeSpec.model_validate(time).calendar
+
+
+@pytest.mark.parametrize(
+    "time,fragment",
+    [
+        ({"frequency": "M"}, "give either 'column'"),
+        (
+            {"frequency": "M", "column": "date", "year_column": "year"},
+            "give either 'column'",
+        ),
+        ({"frequency": "D", "year_column": "year"}, "needs a date/datetime 'column'"),
+        ({"frequency": "M", "year_column": "year"}, "'problem.time.period_column' is required"),
+        (
+            {"frequency": "Y", "year_column": "year", "period_column": "month"},
+            "must be absent for yearly data",
+        ),
+        ({"frequency": "M", "year_column": "y", "format": "%Y"}, "applies to 'column'"),
+        ({"frequency": "fortnightly", "column": "d"}, "'problem.time.frequency' must be one of"),
+        ({"frequency": "M", "column": "d", "season_length": 0}, "season_length' must be >= 1"),
+    ],
+)
+def test_time_spec_mistakes_name_the_key(raw, time, fragment):
+    with pytest.raises(ParamsError) as info:
+        params_from_dict(edit(raw, "problem.time", time), "params.yaml")
+    assert fragment in str(info.value), str(info.value)
+
+
+def test_periods_in_another_form_are_refused_with_the_expected_form(raw):
+    data = edit(raw, "problem.time", {"frequency": "Q", "column": "d"})
+    with pytest.raises(ParamsError) as info:
+        params_from_dict(data, "params.yaml")
+    text = str(info.value)
+    assert "'windows.train_start' must be a quarter 'YYYY-Qn'" in text, text
+    assert "\n" not in text
+
+
+def test_season_length_defaults_from_the_frequency_and_can_be_overridden(raw):
+    for freq, season in (("H", 24), ("D", 7), ("W", 52), ("M", 12), ("Q", 4), ("Y", 1)):
+        spec = params_from_dict_calendar({"frequency": freq, "column": "d"})
+        assert spec.season_length == season
+    assert (
+        params_from_dict_calendar(
+            {"frequency": "D", "column": "d", "season_length": 365}
+        ).season_length
+        == 365
+    )
+
+
+def test_segment_is_optional_and_named_periods_too(raw):
+    data = copy.deepcopy(raw)
+    del data["problem"]["segment"]
+    del data["problem"]["named_periods"]
+    p = params_from_dict(data)
+    assert p.problem.single_series and p.problem.segment_column == "series"
+    assert p.problem.named_periods == []
+    assert params_from_dict(raw).problem.named_periods[0].name == "crisis"
+
+
+@pytest.mark.parametrize(
+    "dotted,value,fragment",
+    [
+        ("prepare.wide", {"segment": "s", "value": "v"}, "give either 'columns'"),
+        (
+            "prepare.wide",
+            {"pattern": "(", "segment": "s", "value": "v"},
+            "'prepare.wide.pattern' must be a valid regular expression",
+        ),
+        ("prepare.aggregate", {"sales": "median"}, "'prepare.aggregate.sales' must be one of"),
+        ("prepare.filter", [{"column": "city"}], "needs at least one test"),
+        ("prepare.filter", [{"column": "city", "in": []}], "'prepare.filter[0].in' must hold"),
+        ("prepare.fill_missing", "yes", "'prepare.fill_missing' must be true or false"),
+        (
+            "problem.named_periods",
+            [{"name": "crisis", "start": "2010-01", "end": "2009-01"}],
+            "'problem.named_periods[0].end' must not be before start",
+        ),
+    ],
+)
+def test_prepare_and_named_period_mistakes_name_the_key(raw, dotted, value, fragment):
+    with pytest.raises(ParamsError) as info:
+        params_from_dict(edit(raw, dotted, value), "params.yaml")
+    assert fragment in str(info.value), str(info.value)
 
 
 def test_load_params_names_the_file(tmp_path):
@@ -159,7 +296,7 @@ INVALID = [
     ("drift.key_columns", ["nonexistent"], "drift.key_columns[0]", "'nonexistent'"),
     ("drift.alpha", None, "drift.alhpa", "0.05"),
     ("train.search.enabled", None, "train.search.enabeld", "True"),
-    ("backtest.policies[1].every_months", None, "backtest.policies[1].every_monhts", "12"),
+    ("backtest.policies[1].every_periods", None, "backtest.policies[1].every_monhts", "12"),
     ("compute", None, "cmopute", None),
 ]
 INVALID_IDS = [f"{case[2]}={case[3]}" for case in INVALID]
@@ -254,18 +391,18 @@ def test_check_params_stage_writes_its_summary(tmp_path):
         ("features.rolling[1]", 0, "'features.rolling[1]' must be >= 1, got 0"),
         ("features.level_window", 0, "'features.level_window' must be >= 1, got 0"),
         ("drift.key_columns", [], "'drift.key_columns' must hold at least 1 item(s)"),
-        ("problem.horizon_months", 3, "'problem.horizon_months' must be 1"),
+        ("problem.horizon", 3, "'problem.horizon' must be 1"),
         ("train.seed", -1, "'train.seed' must be in [0, 4294967295], got -1"),
         ("baseline.rules[0]", "naive", "'baseline.rules[0]' must be one of 'seasonal_naive'"),
         ("drift.current_end", "2010-01", "'drift.current_end' must not be before current_start"),
         ("backtest.end", "2004-12", "'backtest.end' must be after first_train_end 2004-12"),
         ("backtest.first_train_end", "1999-12", "'backtest.first_train_end' must be after"),
         ("backtest.policies[2].name", "every_12", "'backtest.policies[2].name' must be unique"),
-        ("backtest.policies[1].every_months", 0, "'backtest.policies[1].every_months' must be"),
+        ("backtest.policies[1].every_periods", 0, "'backtest.policies[1].every_periods' must be"),
         ("backtest.policies", [], "'backtest.policies' must hold at least 1 item(s)"),
         ("windows.test_end", "2011-01", "'windows.test_end' must not be before test_start"),
         ("windows.test_start", 201112, "'windows.test_start' must be a month 'YYYY-MM'"),
-        ("retrain.test_months", 0, "'retrain.test_months' must be >= 1, got 0"),
+        ("retrain.test_periods", 0, "'retrain.test_periods' must be >= 1, got 0"),
         ("paths.model", "", "'paths.model' must not be empty, got ''"),
     ],
 )
@@ -316,7 +453,7 @@ def test_specs_are_frozen_and_take_positional_fields(params):
         w.train_end = "2004-01"  # type: ignore[misc]
     with pytest.raises(ValueError, match="must not be before train_start"):
         WindowSpec("2001-01", "2000-12", "2004-01", "2004-12")
-    assert PolicySpec("p", "every", 3).every_months == 3
+    assert PolicySpec("p", "every", 3).every_periods == 3
     assert GateSpec(max_wape=0.1, min_gain_pct=5).min_gain_pct == 5.0
     assert params.train.model_copy(update={"seed": 7}).seed == 7
 

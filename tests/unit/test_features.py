@@ -1,12 +1,12 @@
-"""Features are past-only, on a complete monthly grid, split by time."""
+"""Features are past-only, on a complete grid of periods, split by time."""
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from panelcast.core.config import WindowSpec
+from panelcast.core.config import ProblemSpec, TimeSpec, WindowSpec, reading_periods_as
 from panelcast.core.periods import TARGET
-from panelcast.modelling.features import build_features, feature_columns, panel
+from panelcast.modelling.features import build_features, feature_columns, panel, period_of
 
 from ..conftest import make_panel
 
@@ -26,7 +26,7 @@ def test_lag_and_target_alignment(params, panel_frame):
     assert row["log_level"] == pytest.approx(level)
     assert row["lag_1"] == pytest.approx(np.log1p(src[("B", 2003, 5)]) - level)
     assert row["lag_12"] == pytest.approx(np.log1p(src[("B", 2002, 6)]) - level)
-    assert row["month_of_year"] == 6
+    assert row["season_position"] == 6
 
 
 def test_no_feature_uses_the_forecast_month_or_later(params, panel_frame):
@@ -82,3 +82,38 @@ def test_deterministic(params, panel_frame):
         panel_frame.sample(frac=1, random_state=1), params.problem, params.features, WINDOWS
     )
     pd.testing.assert_frame_equal(a, b)
+
+
+def test_period_of_reads_the_time_columns_of_params(params, panel_frame):
+    t = period_of(panel_frame, params.problem)
+    assert (t == panel_frame["year"] * 12 + panel_frame["month"] - 1).all()
+
+
+def test_quarterly_features_use_quarters_and_their_season(params):
+    problem = ProblemSpec(
+        question="q",
+        segment="city",
+        time=TimeSpec(frequency="Q", year_column="year", period_column="quarter"),
+        target="sales",
+        horizon=1,
+        metric="mae",
+        success="s",
+    )
+    table = pd.DataFrame(
+        {
+            "city": "A",
+            "year": np.repeat(np.arange(2000, 2006), 4),
+            "quarter": np.tile([1, 2, 3, 4], 6),
+            "sales": np.arange(24) * 3.0 + 10,
+        }
+    )
+    spec = params.features.model_copy(
+        update={"lags": [1, 4], "rolling": [2], "level_window": 4, "exogenous": []}
+    )
+    with reading_periods_as(problem.calendar):
+        windows = WindowSpec("2001-Q1", "2003-Q4", "2004-Q1", "2005-Q4")
+    feats, summary = build_features(table, problem, spec, windows)
+    row = feats[feats["period"] == "2003-Q2"].iloc[0]
+    assert row[TARGET] == 10 + 3 * 13 and row["season_position"] == 2
+    assert row["lag_4"] == pytest.approx(np.log1p(10 + 3 * 9) - row["log_level"])
+    assert summary["rows_by_window"]["test"]["with_target"] == 8

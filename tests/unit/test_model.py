@@ -18,7 +18,7 @@ from threadpoolctl import threadpool_limits
 
 from panelcast.core.config import WindowSpec
 from panelcast.core.errors import ParamsError
-from panelcast.core.periods import LEVEL_FEATURE, TARGET, T
+from panelcast.core.periods import LEVEL_FEATURE, MONTHLY, TARGET, Calendar, T
 from panelcast.core.progress import Progress
 from panelcast.modelling.features import build_features, feature_columns
 from panelcast.modelling.model import (
@@ -29,6 +29,7 @@ from panelcast.modelling.model import (
     loads_model,
     make_estimator,
     time_folds,
+    with_unit,
 )
 
 from ..conftest import ROOT, make_panel
@@ -68,6 +69,30 @@ def test_time_folds_that_do_not_fit():
         time_folds(np.arange(10), 3, 6)
 
 
+@pytest.mark.parametrize(
+    "calendar, first, length, span",
+    [
+        (MONTHLY, 2000 * 12, "6 months", "2000-01..2000-10"),
+        (Calendar("Q"), 2000 * 4, "6 quarters", "2000-Q1..2002-Q2"),
+        (Calendar("Y"), 2000, "6 years", "2000..2009"),
+    ],
+)
+def test_time_folds_that_do_not_fit_name_the_periods_of_the_calendar(calendar, first, length, span):
+    with pytest.raises(ParamsError) as info:
+        time_folds(np.arange(first, first + 10), 3, 6, calendar)
+    message = str(info.value)
+    assert "'train.search.folds/fold_periods'" in message
+    assert f"3 folds of {length} do not fit in the training window ({span})" in message
+    assert "\n" not in message
+
+
+def test_figures_of_the_target_name_the_unit():
+    assert with_unit(38.6649, "homes") == "38.66 homes"
+    assert with_unit(38.6649, None) == "38.66"
+    assert with_unit(0.5, "t", digits=3) == "0.500 t"
+    assert with_unit(None, "homes") == "-"
+
+
 def test_unknown_estimator(params):
     with pytest.raises(ParamsError, match="unknown estimator 'XGBoost'"):
         make_estimator(params.train.model_copy(update={"estimator": "XGBoost"}), [], [])
@@ -82,7 +107,7 @@ def test_unknown_hyperparameter(params):
 def test_fit_search_and_predict(params, data):
     train, cols = data
     spec = small_spec(
-        params, enabled=True, folds=2, fold_months=6, space={"learning_rate": [0.05, 0.2]}
+        params, enabled=True, folds=2, fold_periods=6, space={"learning_rate": [0.05, 0.2]}
     )
     model, report = fit_model(
         train[cols], train[TARGET], train[T].to_numpy(), spec, "log_ratio", LEVEL_FEATURE
@@ -105,7 +130,7 @@ def test_search_matches_scikit_learn(params, data, method):
     RandomizedSearchCV with the MAE on the same time-ordered folds."""
     train, cols = data
     X, y, t = train[cols], train[TARGET], train[T].to_numpy()
-    spec = small_spec(params, enabled=True, method=method, n_iter=5, folds=3, fold_months=6)
+    spec = small_spec(params, enabled=True, method=method, n_iter=5, folds=3, fold_periods=6)
     spec = spec.model_copy(update={"search": spec.search.model_copy(update={"space": SPACE})})
     model, report = fit_model(X, y, t, spec, "log_ratio", LEVEL_FEATURE)
 
@@ -139,7 +164,7 @@ def test_search_in_processes_gives_the_same_model(params, data, caplog):
     train, cols = data
     args = (train[cols], train[TARGET], train[T].to_numpy())
     spec = small_spec(
-        params, enabled=True, folds=2, fold_months=6, space={"learning_rate": [0.05, 0.2]}
+        params, enabled=True, folds=2, fold_periods=6, space={"learning_rate": [0.05, 0.2]}
     )
     alone, report = fit_model(*args, spec, "log_ratio", LEVEL_FEATURE)
     spec2 = spec.model_copy(update={"search": spec.search.model_copy(update={"n_jobs": 2})})

@@ -1,27 +1,32 @@
 """The stage logic in memory: each ``panelcast.pipeline`` function takes and returns data.
 
-The whole chain (validate, features, baseline, train, evaluate, drift) runs on a tiny
-synthetic panel without a file written by a stage script, so behaviour is tested where
+The whole chain (validate, features, baseline, train, evaluate, drift, predict) runs on a
+tiny synthetic panel without a file written by a stage script, so behaviour is tested where
 it lives and the integration tests only need to prove the wiring.
 """
 
 from __future__ import annotations
 
 import copy
+import logging
+import re
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
 
 from panelcast.core.config import params_from_dict
 from panelcast.core.errors import DataError, ModelFileError, ParamsError
-from panelcast.core.periods import PREDICTION, TARGET, WINDOW
+from panelcast.core.periods import MONTHLY, PREDICTION, TARGET, WINDOW
 from panelcast.data.contract import load_contract
+from panelcast.data.prepare import prepare_panel
 from panelcast.modelling.features import build_features, feature_columns
 from panelcast.modelling.model import load_model, loads_model
 from panelcast.pipeline.baseline import baseline
 from panelcast.pipeline.drift import drift
 from panelcast.pipeline.evaluate import evaluate
+from panelcast.pipeline.predict import predict, source_columns
 from panelcast.pipeline.train import chosen_hyperparameters, train
 from panelcast.pipeline.validate import refusal, validate
 
@@ -45,10 +50,12 @@ columns:
 """
 
 
-def small_params(**windows):
-    """The real params.yaml shrunk to a 6-year synthetic panel."""
+def small_params(single: bool = False, **windows):
+    """The real params.yaml shrunk to a 6-year synthetic panel (``single``: no segment)."""
     data = yaml.safe_load((ROOT / "params.yaml").read_text())
     data = copy.deepcopy(data)
+    if single:
+        del data["problem"]["segment"]
     data["windows"] = {
         "train_start": "2000-01",
         "train_end": "2004-06",
@@ -59,9 +66,10 @@ def small_params(**windows):
     data["features"]["lags"] = [1, 2, 3, 12]
     data["features"]["rolling"] = [3, 6]
     search = data["train"]["search"]
-    search.update(folds=2, fold_months=6, space={"learning_rate": [0.05, 0.1]})
+    search.update(folds=2, fold_periods=6, space={"learning_rate": [0.05, 0.1]})
     data["train"]["hyperparameters"]["max_iter"] = 30
     data["drift"]["current_start"], data["drift"]["current_end"] = "2004-07", "2005-12"
+    data["predict"]["calibration_periods"] = 6
     return params_from_dict(data)
 
 
@@ -72,15 +80,19 @@ def chain(tmp_path_factory):
     raw = make_panel(years=6)
     contract_file = tmp_path_factory.mktemp("contract") / "contract.yaml"
     contract_file.write_text(CONTRACT)
-    contract = load_contract(contract_file)
-    table, report, _ = validate(raw, contract, params.problem, "snap.parquet", "contract.yaml")
+    contract = load_contract(contract_file, calendar=params.problem.calendar)
+    table, report, _ = validate(
+        raw, contract, params.problem, params.prepare, "snap.parquet", "contract.yaml"
+    )
     features, _ = build_features(table, params.problem, params.features, params.windows)
     rules, rule_metrics = baseline(table, features, params)
     trained = train(features, "0" * 64, params)
     model = loads_model(trained.model_bytes)
     cols = trained.metadata["features"]
     evaluation = evaluate(features, rules, rule_metrics, model, cols, params)
-    report_drift, effects = drift(features, model, cols, trained.reference, params.drift)
+    report_drift, effects = drift(
+        features, model, cols, trained.reference, params.drift, params.problem.calendar
+    )
     return {
         "params": params,
         "raw": raw,
@@ -110,8 +122,9 @@ def test_validate_passes_a_good_table_sorted_by_key(chain):
 def test_validate_refuses_a_broken_table_and_names_the_column(chain):
     bad = chain["raw"].copy()
     bad.loc[3, "sales"] = -5.0
+    params = chain["params"]
     table, report, text = validate(
-        bad, chain["contract"], chain["params"].problem, "snap.parquet", "contract.yaml"
+        bad, chain["contract"], params.problem, params.prepare, "snap.parquet", "contract.yaml"
     )
     assert table is None and report["passed"] is False
     error = refusal(report, text, "snap.parquet", "contract.yaml")
@@ -231,7 +244,7 @@ def test_drift_window_outside_the_data_names_the_params_keys(chain):
     features = chain["features"]
     early = features[features["period"] < "2003-01"]
     with pytest.raises(ParamsError, match="drift.current_start"):
-        drift(early, chain["model"], chain["trained"].metadata["features"], {}, spec)
+        drift(early, chain["model"], chain["trained"].metadata["features"], {}, spec, MONTHLY)
 
 
 def test_features_refuse_a_test_window_without_data_naming_the_keys(chain):
@@ -246,3 +259,74 @@ def test_pipeline_functions_write_no_files(chain, tmp_path, monkeypatch):
     baseline(chain["validated"], chain["features"], chain["params"])
     assert list(tmp_path.iterdir()) == []
     assert isinstance(chain["evaluation"].predictions, pd.DataFrame)
+
+
+def test_drift_window_error_names_the_span_of_the_data(chain):
+    early = chain["features"][chain["features"]["period"] < "2003-01"]
+    with pytest.raises(ParamsError, match=r"which spans 2000-02\.\.2002-12"):
+        drift(early, chain["model"], [], {}, chain["params"].drift, MONTHLY)
+
+
+def run_predict(chain, table=None, features=None, params=None):
+    """The predict stage on the chain's outputs (or on another table and params)."""
+    return predict(
+        chain["validated"] if table is None else table,
+        chain["features"] if features is None else features,
+        chain["model"],
+        chain["trained"].metadata["features"],
+        chain["evaluation"].predictions,
+        chain["evaluation"].metrics,
+        "0" * 64,
+        chain["params"] if params is None else params,
+    )
+
+
+def test_predict_forecasts_the_period_after_the_data(chain, caplog):
+    with caplog.at_level(logging.INFO, logger="panelcast"):
+        out = run_predict(chain)
+    params = chain["params"]
+    assert out.metrics["forecast_period"] == "2006-01"
+    assert out.metadata["last_period"] == "2005-12"
+    assert out.metrics["calibration"] == {"start": "2004-01", "end": "2004-06", "residuals": 18}
+    assert out.forecasts["city"].tolist() == ["A", "B", "C"]
+    assert (out.forecasts["period"] == "2006-01").all() and out.forecasts["forecast"].gt(0).all()
+    assert source_columns(params) == [
+        "city",
+        "year",
+        "month",
+        "sales",
+        "volume",
+        "median",
+        "listings",
+        "inventory",
+    ]
+    assert list(out.serving_state.columns) == source_columns(params)
+    assert out.metadata["input_schema"] == source_columns(params)
+    assert re.search(r"mean width \d+\.\d homes", caplog.text), caplog.text
+
+
+def test_a_single_series_goes_through_every_stage_function(chain):
+    params = small_params(single=True)
+    assert params.problem.segment_column == "series"
+    raw = chain["raw"]
+    table, _ = prepare_panel(
+        raw[raw["city"] == "B"].drop(columns="city"), params.problem, params.prepare
+    )
+    assert "series" in table.columns and table["series"].nunique() == 1
+    features, _ = build_features(table, params.problem, params.features, params.windows)
+    rules, rule_metrics = baseline(table, features, params)
+    trained = train(features, "0" * 64, params)
+    model = loads_model(trained.model_bytes)
+    cols = trained.metadata["features"]
+    evaluation = evaluate(features, rules, rule_metrics, model, cols, params)
+    assert evaluation.metrics["segments"] == 1
+    report, _ = drift(features, model, cols, trained.reference, params.drift, MONTHLY)
+    assert isinstance(report["drifted"], bool)
+    out = predict(
+        table, features, model, cols, evaluation.predictions, evaluation.metrics, "0" * 64, params
+    )
+    assert out.forecasts["series"].tolist() == table["series"].unique().tolist()
+    assert out.forecasts["period"].tolist() == ["2006-01"]
+    assert np.isfinite(out.forecasts["forecast"]).all()
+    assert source_columns(params)[:4] == ["series", "year", "month", "sales"]
+    assert out.metadata["segment"] == "series" and out.metrics["segments"] == 1

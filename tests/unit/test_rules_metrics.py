@@ -49,7 +49,15 @@ def test_unknown_rule():
     grid = pd.DataFrame({"city": ["A"], "t": [0], "y": [1.0]})
     from panelcast.core.config import ProblemSpec, TimeSpec
 
-    problem = ProblemSpec("q", "city", TimeSpec("year", "month"), "y", 1, "mae", "s")
+    problem = ProblemSpec(
+        question="q",
+        segment="city",
+        time=TimeSpec(frequency="M", year_column="year", period_column="month"),
+        target="y",
+        horizon=1,
+        metric="mae",
+        success="s",
+    )
     with pytest.raises(ValueError, match="unknown rule"):
         predict_rules(grid, problem, ["magic"], grid["t"] >= 0)
 
@@ -60,3 +68,22 @@ def test_gain_and_gate():
     assert ok and not reasons
     ok, reasons = gate({"wape": 0.2}, 1.0, GateSpec(max_wape=0.1, min_gain_pct=5.0))
     assert not ok and len(reasons) == 2 and "WAPE" in reasons[0]
+
+
+@pytest.mark.parametrize("frequency, season", [("Q", 4), ("Y", 1)])
+def test_seasonal_rules_follow_the_season_of_the_calendar(frequency, season):
+    from panelcast.core.config import ProblemSpec, TimeSpec
+
+    time = TimeSpec(
+        frequency=frequency, year_column="year", period_column="quarter" if season > 1 else None
+    )
+    problem = ProblemSpec(
+        question="q", segment="city", time=time, target="y", horizon=1, metric="mae", success="s"
+    )
+    grid = pd.DataFrame({"city": "A", "t": np.arange(20), "y": np.arange(20) * 10.0 + 5})
+    preds, fell_back = predict_rules(
+        grid, problem, ["seasonal_naive", "last_value"], grid["t"] < 12
+    )
+    assert preds.loc[10, "seasonal_naive"] == grid.loc[10 - season, "y"]
+    assert preds.loc[10, "last_value"] == grid.loc[9, "y"]
+    assert fell_back["seasonal_naive"].sum() == season

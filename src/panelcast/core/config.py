@@ -16,9 +16,14 @@ the data contract (:mod:`panelcast.data.contract`), whose errors name its own fi
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+import datetime as dt
 import logging
+import re
 import types
 import typing
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -31,13 +36,14 @@ from pydantic import (
     Field,
     PlainValidator,
     ValidationError,
+    ValidationInfo,
     model_validator,
 )
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticCustomError
 
 from .errors import ParamsError, UserError
-from .periods import parse_period
+from .periods import FREQUENCIES, MONTHLY, SINGLE_SERIES, Calendar
 
 __all__ = [
     "BacktestSpec",
@@ -48,7 +54,9 @@ __all__ = [
     "EvaluateSpec",
     "FeatureSpec",
     "GateSpec",
-    "Month",
+    "NamedPeriod",
+    "Period",
+    "PrepareSpec",
     "Params",
     "ParamsError",
     "PathsSpec",
@@ -69,7 +77,8 @@ __all__ = [
     "load_yaml_strict",
     "read_yaml_file",
     "params_from_dict",
-    "parse_month",
+    "calendar_of",
+    "reading_periods_as",
     "rule_error",
     "show_value",
 ]
@@ -120,19 +129,51 @@ def rule_error(field: str | tuple[str | int, ...], message: str, value: Any) -> 
 # --------------------------------------------------------------------------- field types
 
 
-def _month(value: Any) -> str:
-    if not isinstance(value, str):
-        raise PydanticCustomError("month", "must be a month 'YYYY-MM' written as text")
+#: The calendar of the params being validated. A context variable as well as pydantic's
+#: validation context: models with a custom ``__init__`` (positional fields, see
+#: :class:`StrictModel`) do not pass the validation context on to their fields.
+_CALENDAR: contextvars.ContextVar[Calendar | None] = contextvars.ContextVar(
+    "panelcast_calendar", default=None
+)
+
+
+@contextlib.contextmanager
+def reading_periods_as(calendar: Calendar) -> Iterator[None]:
+    """Validate period fields in ``calendar`` within the block (monthly otherwise)."""
+    token = _CALENDAR.set(calendar)
     try:
-        parse_period(value)
+        yield
+    finally:
+        _CALENDAR.reset(token)
+
+
+def calendar_of(info: ValidationInfo | None) -> Calendar:
+    """The calendar of the params being validated (monthly when none is known)."""
+    context = info.context if info is not None else None
+    if isinstance(context, dict) and isinstance(context.get("calendar"), Calendar):
+        return context["calendar"]
+    return _CALENDAR.get() or MONTHLY
+
+
+def _period(value: Any, info: ValidationInfo) -> str:
+    cal = calendar_of(info)
+    if isinstance(value, bool) or not isinstance(value, (str, int, dt.date)):
+        raise PydanticCustomError(
+            "period", "must be a {unit} {form}", {"unit": cal.unit, "form": cal.form}
+        )
+    try:
+        index = cal.parse(value)
     except ValueError as exc:
-        detail = str(exc)
-        if detail.startswith("month "):  # the form is right, the month is not
+        if str(exc).startswith("expected "):  # the form is wrong: the value is shown anyway
             raise PydanticCustomError(
-                "month", "must be a month 'YYYY-MM' ({detail})", {"detail": detail.split(" in ")[0]}
+                "period", "must be a {unit} {form}", {"unit": cal.unit, "form": cal.form}
             ) from None
-        raise PydanticCustomError("month", "must be a month 'YYYY-MM'") from None
-    return value
+        raise PydanticCustomError(
+            "period",
+            "must be a {unit} {form} ({detail})",
+            {"unit": cal.unit, "form": cal.form, "detail": str(exc)},
+        ) from None
+    return cal.format(index)
 
 
 def _n_jobs(value: int) -> int:
@@ -145,13 +186,14 @@ def _one_step(value: int) -> int:
     if value != 1:
         raise PydanticCustomError(
             "horizon",
-            "must be 1 (one-step-ahead forecasting is what this pipeline implements)",
+            "must be 1 period (one-step-ahead forecasting is what this pipeline implements)",
         )
     return value
 
 
-#: A month ``"YYYY-MM"``, checked with :func:`panelcast.core.periods.parse_period`.
-Month = Annotated[str, PlainValidator(_month, json_schema_input_type=str)]
+#: A period of the frequency in ``problem.time.frequency`` (``"YYYY-MM"`` for monthly data),
+#: written in its text form or as a date; stored in its canonical text form.
+Period = Annotated[str, PlainValidator(_period, json_schema_input_type=str)]
 #: A non-empty name (a column, a file, a policy).
 Name = Annotated[str, Field(min_length=1)]
 #: An integer >= 1.
@@ -170,19 +212,105 @@ Rule = Literal["seasonal_naive", "last_value", "segment_month_mean", "drift_naiv
 
 
 class TimeSpec(StrictModel):
-    """How the monthly time index is read from the table."""
+    """How the time axis is read from the table: its frequency, and either one date/datetime
+    column or a year column with a period-of-year column (month, quarter or ISO week)."""
 
-    year_column: Name
-    month_column: Name
+    #: H (hourly), D (daily), W (weekly), M (monthly), Q (quarterly) or Y (yearly)
+    frequency: Literal["H", "D", "W", "M", "Q", "Y"]
+    #: a date or datetime column (any format pandas parses; ``format`` to be explicit)
+    column: Name | None = None
+    #: strftime format of ``column`` (for example ``"%Y%m%d"``); default: inferred
+    format: Name | None = None
+    #: or: the year column ...
+    year_column: Name | None = None
+    #: ... and the period of the year: month 1-12 (M), quarter 1-4 (Q), ISO week 1-53 (W);
+    #: none for yearly data
+    period_column: Name | None = None
+    #: periods in one seasonal cycle; default from the frequency (H 24, D 7, W 52, M 12,
+    #: Q 4, Y 1)
+    season_length: Positive | None = None
 
     @model_validator(mode="after")
-    def _distinct(self) -> TimeSpec:
-        if self.year_column == self.month_column:
+    def _one_form(self) -> TimeSpec:
+        f = self.frequency
+        if (self.column is None) == (self.year_column is None):
             raise rule_error(
-                "month_column",
-                f"must differ from year_column {self.year_column!r}",
-                self.month_column,
+                "column",
+                "give either 'column' (a date/datetime column) or 'year_column' (with "
+                "'period_column' unless the frequency is Y), not both or neither",
+                self.column,
             )
+        if self.column is not None:
+            if self.period_column is not None:
+                raise rule_error(
+                    "period_column",
+                    f"goes with 'year_column', not with 'column' {self.column!r}",
+                    self.period_column,
+                )
+            return self
+        if self.format is not None:
+            raise rule_error(
+                "format", "applies to 'column' (a date column) only", self.format
+            )
+        if f in ("H", "D"):
+            raise rule_error(
+                "year_column",
+                f"cannot place {FREQUENCIES[f][0]}ly periods: frequency {f!r} needs a "
+                f"date/datetime 'column'",
+                self.year_column,
+            )
+        if f == "Y" and self.period_column is not None:
+            raise rule_error(
+                "period_column",
+                "must be absent for yearly data (the year column is the period)",
+                self.period_column,
+            )
+        if f != "Y" and self.period_column is None:
+            raise rule_error(
+                "period_column",
+                f"is required with 'year_column' for frequency {f!r} (the "
+                f"{FREQUENCIES[f][0]} of the year)",
+                None,
+            )
+        if self.period_column is not None and self.period_column == self.year_column:
+            raise rule_error(
+                "period_column",
+                f"must differ from year_column {self.year_column!r}",
+                self.period_column,
+            )
+        return self
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        """The table's time columns: ``(column,)``, ``(year, period)`` or ``(year,)``."""
+        if self.column is not None:
+            return (self.column,)
+        return tuple(c for c in (self.year_column, self.period_column) if c is not None)
+
+    @property
+    def calendar(self) -> Calendar:
+        """How periods of this frequency are counted and shown."""
+        return Calendar(self.frequency, self.season_length)
+
+    def describe(self) -> str:
+        """``"date (monthly)"``, ``"year+month (monthly)"``: the columns and the frequency."""
+        unit = FREQUENCIES[self.frequency][0]
+        adjective = {"day": "daily"}.get(unit, unit + "ly")
+        return f"{'+'.join(self.columns)} ({adjective})"
+
+
+class NamedPeriod(StrictModel):
+    """A stretch of time reported on by name (for example a crisis)."""
+
+    name: str = Field(pattern=r"^[A-Za-z][A-Za-z0-9_]*$")
+    start: Period
+    end: Period
+
+    @model_validator(mode="after")
+    def _ordered(self, info: ValidationInfo) -> NamedPeriod:
+        cal = calendar_of(info)
+        if cal.parse(self.end) < cal.parse(self.start):
+            raise rule_error("end", f"must not be before start {self.start}", self.end)
         return self
 
 
@@ -190,25 +318,63 @@ class ProblemSpec(StrictModel):
     """The business question written as an ML specification."""
 
     question: Name
-    segment: Name
+    #: one forecast per value of this column; absent: the table is one series
+    segment: Name | None = None
     time: TimeSpec
     target: Name
-    horizon_months: Annotated[int, AfterValidator(_one_step)]
+    #: what the target is called in plots, logs and reports (default: the column name)
+    target_label: Name | None = None
+    #: the target's unit, shown with every figure of it (for example "homes")
+    unit: Name | None = None
+    #: periods ahead
+    horizon: Annotated[int, AfterValidator(_one_step)]
     metric: Literal["mae", "rmse", "wape"]
     success: Name
+    #: stretches of time that metrics and plots report on by name (optional)
+    named_periods: list[NamedPeriod] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _distinct_columns(self) -> ProblemSpec:
-        used = {
-            self.time.year_column: "time.year_column",
-            self.time.month_column: "time.month_column",
-        }
+        used = {c: "time" for c in self.time.columns}
         for key in ("segment", "target"):
             value = getattr(self, key)
+            if value is None:
+                continue
             if value in used:
                 raise rule_error(key, f"must be a column other than {used[value]}", value)
             used[value] = key
+        names = [p.name for p in self.named_periods]
+        for i, name in enumerate(names):
+            if name in names[:i]:
+                raise rule_error(
+                    ("named_periods", i, "name"), f"must be unique among {names}", name
+                )
         return self
+
+    @property
+    def segment_column(self) -> str:
+        """The segment column of the prepared panel (``series`` for a single series)."""
+        return self.segment if self.segment is not None else SINGLE_SERIES
+
+    @property
+    def single_series(self) -> bool:
+        """True when the table is one series (no segment column)."""
+        return self.segment is None
+
+    @property
+    def calendar(self) -> Calendar:
+        """The time axis's calendar (frequency and season length)."""
+        return self.time.calendar
+
+    @property
+    def label(self) -> str:
+        """The target's name for people: ``target_label``, or the column name."""
+        return self.target_label or self.target
+
+    @property
+    def unit_text(self) -> str:
+        """``" (homes)"`` when a unit is given, else empty: appended to figures of the target."""
+        return f" ({self.unit})" if self.unit else ""
 
 
 class SourceSpec(StrictModel):
@@ -260,17 +426,18 @@ class PathsSpec(StrictModel):
 
 
 class WindowSpec(StrictModel):
-    """The only split is in time: a training window, then a test window (months)."""
+    """The only split is in time: a training window, then a test window (periods)."""
 
-    train_start: Month
-    train_end: Month
-    test_start: Month
-    test_end: Month
+    train_start: Period
+    train_end: Period
+    test_start: Period
+    test_end: Period
 
     @model_validator(mode="after")
-    def _ordered(self) -> WindowSpec:
-        ts, te = parse_period(self.train_start), parse_period(self.train_end)
-        vs, ve = parse_period(self.test_start), parse_period(self.test_end)
+    def _ordered(self, info: ValidationInfo) -> WindowSpec:
+        cal = calendar_of(info)
+        ts, te = cal.parse(self.train_start), cal.parse(self.train_end)
+        vs, ve = cal.parse(self.test_start), cal.parse(self.test_end)
         if te < ts:
             raise rule_error(
                 "train_end",
@@ -323,7 +490,7 @@ class SearchSpec(StrictModel):
     method: Literal["grid", "random"]
     n_iter: Positive
     folds: Positive
-    fold_months: Positive
+    fold_periods: Positive
     n_jobs: NJobs
     space: dict[str, Annotated[list[Any], Field(min_length=1)]]
 
@@ -359,8 +526,8 @@ class DriftSpec(StrictModel):
     ``key_columns`` are checked against the monitored columns by the check_params stage.
     """
 
-    current_start: Month
-    current_end: Month
+    current_start: Period
+    current_end: Period
     numeric_effect: float = Field(gt=0)
     categorical_effect: float = Field(gt=0, le=1)
     missing_effect: float = Field(gt=0, le=1)
@@ -369,8 +536,9 @@ class DriftSpec(StrictModel):
     key_columns: list[Name] = Field(min_length=1)
 
     @model_validator(mode="after")
-    def _ordered(self) -> DriftSpec:
-        if parse_period(self.current_end) < parse_period(self.current_start):
+    def _ordered(self, info: ValidationInfo) -> DriftSpec:
+        cal = calendar_of(info)
+        if cal.parse(self.current_end) < cal.parse(self.current_start):
             raise rule_error(
                 "current_end",
                 f"must not be before current_start {self.current_start} (the drift window "
@@ -385,49 +553,43 @@ class PolicySpec(StrictModel):
 
     name: Name
     kind: Literal["never", "every", "on_alarm"]
-    every_months: Annotated[int, Field(ge=0)] = 0
+    every_periods: Annotated[int, Field(ge=0)] = 0
 
     @model_validator(mode="after")
     def _every(self) -> PolicySpec:
-        if self.kind == "every" and self.every_months < 1:
-            raise rule_error("every_months", "must be >= 1 for kind 'every'", self.every_months)
+        if self.kind == "every" and self.every_periods < 1:
+            raise rule_error("every_periods", "must be >= 1 for kind 'every'", self.every_periods)
         return self
 
 
 class BacktestSpec(StrictModel):
-    """Production replayed month by month from a first training window to the end of the data."""
+    """Production replayed period by period from a first training window to the end of the
+    data (every length in periods of ``problem.time.frequency``)."""
 
-    first_train_start: Month
-    first_train_end: Month
-    end: Month
+    first_train_start: Period
+    first_train_end: Period
+    end: Period
     policies: list[PolicySpec] = Field(min_length=1)
-    validation_months: Positive
-    drift_window_months: Positive
-    error_window_months: Positive
+    validation_periods: Positive
+    drift_window_periods: Positive
+    error_window_periods: Positive
     error_factor: float = Field(gt=0)
-    min_months_between: Annotated[int, Field(ge=0)]
-    crisis_start: Month
-    crisis_end: Month
+    min_periods_between: Annotated[int, Field(ge=0)]
     n_jobs: NJobs
 
     @model_validator(mode="after")
-    def _ordered(self) -> BacktestSpec:
-        start, first_end = parse_period(self.first_train_start), parse_period(self.first_train_end)
+    def _ordered(self, info: ValidationInfo) -> BacktestSpec:
+        cal = calendar_of(info)
+        start, first_end = cal.parse(self.first_train_start), cal.parse(self.first_train_end)
         if not start < first_end:
             raise rule_error(
                 "first_train_end",
                 f"must be after first_train_start {self.first_train_start}",
                 self.first_train_end,
             )
-        if not first_end < parse_period(self.end):
+        if not first_end < cal.parse(self.end):
             raise rule_error(
                 "end", f"must be after first_train_end {self.first_train_end}", self.end
-            )
-        if parse_period(self.crisis_end) < parse_period(self.crisis_start):
-            raise rule_error(
-                "crisis_end",
-                f"must not be before crisis_start {self.crisis_start}",
-                self.crisis_end,
             )
         return self
 
@@ -453,9 +615,9 @@ class PredictSpec(StrictModel):
     refit: Literal["all", "train_window"]
     # nominal coverage of each prediction interval, in percent
     interval_levels: list[Annotated[int, Field(ge=1, le=99)]] = Field(min_length=1)
-    # months at the end of the training window whose one-step residuals calibrate the
+    # periods at the end of the training window whose one-step residuals calibrate the
     # intervals (split-conformal: a model fitted before them forecasts them)
-    calibration_months: Positive
+    calibration_periods: Positive
 
     @model_validator(mode="after")
     def _unique_levels(self) -> PredictSpec:
@@ -481,9 +643,76 @@ class ComputeSpec(StrictModel):
 class RetrainSpec(StrictModel):
     """On-demand retraining: how the windows move when drift says retrain."""
 
-    test_months: Positive
+    test_periods: Positive
     # part of a DVC experiment name, hence of a git ref
     experiment_prefix: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
+
+
+class FilterRule(StrictModel):
+    """Keep the rows whose ``column`` passes every test given (a row filter of ``prepare``)."""
+
+    column: Name
+    equals: str | int | float | None = None
+    isin: list[str | int | float] | None = Field(default=None, alias="in", min_length=1)
+    not_in: list[str | int | float] | None = Field(default=None, min_length=1)
+    min: float | None = None
+    max: float | None = None
+
+    @model_validator(mode="after")
+    def _some_test(self) -> FilterRule:
+        if all(
+            getattr(self, k) is None for k in ("equals", "isin", "not_in", "min", "max")
+        ):
+            raise rule_error(
+                "column",
+                "needs at least one test: equals, in, not_in, min or max",
+                self.column,
+            )
+        return self
+
+
+class WideSpec(StrictModel):
+    """Wide to long: value columns (listed, or matched by a regular expression) become
+    segments; their names go to the ``segment`` column, their values to ``value``."""
+
+    columns: list[Name] | None = Field(default=None, min_length=1)
+    pattern: Name | None = None
+    segment: Name
+    value: Name
+
+    @model_validator(mode="after")
+    def _one_selector(self) -> WideSpec:
+        if (self.columns is None) == (self.pattern is None):
+            raise rule_error(
+                "columns", "give either 'columns' (a list) or 'pattern' (a regex)", self.columns
+            )
+        if self.pattern is not None:
+            try:
+                re.compile(self.pattern)
+            except re.error as exc:
+                raise rule_error(
+                    "pattern", f"must be a valid regular expression ({exc})", self.pattern
+                ) from None
+        if self.segment == self.value:
+            raise rule_error("value", f"must differ from segment {self.segment!r}", self.value)
+        return self
+
+
+class PrepareSpec(StrictModel):
+    """From the collected table to the panel the model needs (one row per segment and
+    period), in this order: filter rows, wide to long, aggregate per segment and period,
+    insert missing periods. Every step is optional; counts go to ``metrics/validate.json``."""
+
+    filter: list[FilterRule] = Field(default_factory=list)
+    wide: WideSpec | None = None
+    #: column -> sum, mean, count, last, min or max, per segment and period; the
+    #: panel keeps only these columns (with the segment and the time)
+    aggregate: dict[Name, Literal["sum", "mean", "count", "last", "min", "max"]] | None = None
+    #: insert the periods missing inside each segment's span (their values are missing;
+    #: ``count`` columns get 0); false: a gap is an error
+    fill_missing: bool = True
+    #: value given to inserted periods, per column (for example 0 for sums of events)
+    fill_values: dict[Name, float] = Field(default_factory=dict)
 
 
 class Params(StrictModel):
@@ -491,6 +720,7 @@ class Params(StrictModel):
 
     problem: ProblemSpec
     source: SourceSpec
+    prepare: PrepareSpec = Field(default_factory=PrepareSpec)
     paths: PathsSpec
     windows: WindowSpec
     features: FeatureSpec
@@ -515,7 +745,7 @@ def show_value(value: Any) -> str:
 
 
 def key_path(loc: tuple[Any, ...]) -> str:
-    """``('backtest', 'policies', 1, 'every_months')`` -> ``backtest.policies[1].every_months``."""
+    """``('backtest', 'policies', 1, 'name')`` -> ``backtest.policies[1].name``."""
     out = ""
     for part in loc:
         if isinstance(part, int):
@@ -727,21 +957,27 @@ def load_yaml_strict(text: str, source: str, error: type[UserError] = ParamsErro
 # --------------------------------------------------------------------------- loading
 
 
-def parse_month(value: str, key: str) -> int:
-    """Period index of ``value``; a :class:`ParamsError` naming ``key`` when malformed."""
+def _calendar_context(data: Any) -> dict[str, Any]:
+    """The calendar declared in ``problem.time`` of raw params (monthly when unreadable:
+    the time section's own errors are reported by validation)."""
     try:
-        return parse_period(value)
-    except ValueError as exc:
-        raise ParamsError(f"params key '{key}': {exc}.") from None
+        time = data["problem"]["time"]
+        season = time.get("season_length")
+        return {"calendar": Calendar(time["frequency"], season if type(season) is int else None)}
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return {"calendar": MONTHLY}
 
 
 def params_from_dict(data: Any, source: str = "params") -> Params:
     """Validate a parsed ``params.yaml`` mapping into :class:`Params`.
 
-    Raises one :class:`ParamsError` naming ``source`` and every problem found.
+    Periods (windows, drift, backtest, named periods) are read in the frequency of
+    ``problem.time``. Raises one :class:`ParamsError` naming ``source`` and every problem.
     """
+    context = _calendar_context(data)
     try:
-        return Params.model_validate(data)
+        with reading_periods_as(context["calendar"]):
+            return Params.model_validate(data, context=context)
     except ValidationError as exc:
         raise ParamsError(f"{source}: {describe_validation_error(exc, Params, 'params')}") from None
 

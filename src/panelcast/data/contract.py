@@ -2,12 +2,19 @@
 
 ``contract.yaml`` lists the columns (type, nullability, ranges, finiteness, a magnitude
 guard, allowed categories, missing-rate limit, constancy), the key, the minimum number of
-rows, the time span, the redundant time columns that must agree with year and month, the
+rows, the time span, the redundant time columns that must agree with the row's period, the
 completeness of the panel (expected segments, last period, rows per period, gaps inside a
 segment's history) and what to do with extra columns. :func:`check` evaluates the rules
-about columns and rows, :func:`check_completeness` those about the whole panel; both return
-every failure (column, rule, count, up to five offending values), nothing stops at the
-first problem and nothing is dropped silently.
+about columns and rows of the raw table, :func:`check_completeness` those about the whole
+(prepared) panel; both return every failure (column, rule, count, up to five offending
+values), nothing stops at the first problem and nothing is dropped silently.
+
+Time is read from the ``problem.time`` columns of params.yaml with
+:func:`~panelcast.data.timeaxis.time_index`, in the frequency declared there (hours to
+years): a row whose time is missing or not readable is an error (rule ``time_readable``).
+The contract's periods (``time.not_before``, ``time.not_after``,
+``completeness.last_period_not_before``) are written in that frequency:
+:func:`load_contract` reads them with the params' :class:`~panelcast.core.periods.Calendar`.
 
 Whatever the input, a report stays small: counts are computed on whole columns (vectorised),
 only the examples a failure reports are formatted, every echoed value is cut to
@@ -25,24 +32,29 @@ from typing import Annotated, Any, Literal
 
 import numpy as np
 import pandas as pd
-from pydantic import Field, PlainValidator, ValidationError, field_validator, model_validator
+from pydantic import (
+    Field,
+    PlainValidator,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 
 from ..core.config import (
-    Month,
+    Period,
     StrictModel,
+    TimeSpec,
+    calendar_of,
     describe_validation_error,
     read_yaml_file,
+    reading_periods_as,
     rule_error,
 )
 from ..core.errors import ContractError
-from ..core.periods import (
-    SEASON_LENGTH,
-    current_period,
-    format_period,
-    parse_period,
-    period_index,
-)
+from ..core.periods import MONTHLY, PERIODS_PER_YEAR, Calendar
+from .timeaxis import time_index
 
 logger = logging.getLogger(__name__)
 
@@ -59,8 +71,10 @@ MAX_ABS = 1e15
 MAX_PROBLEMS = 10
 #: Rows scanned at a time when collecting examples (bounded work per step).
 _CHUNK = 65_536
-#: Tolerance of the decimal-year agreement, in months (float32 dates stay well within it).
+#: Tolerance of the decimal-year agreement, in periods (float32 dates stay well within it).
 DECIMAL_YEAR_TOLERANCE = 0.01
+#: Frequencies whose periods a decimal year can place (``year + (period - 1) / per year``).
+DECIMAL_YEAR_FREQUENCIES = ("M", "Q")
 NUMERIC = ("integer", "number")
 
 #: The rules :func:`check` can raise for one column (``warn:`` may downgrade these only).
@@ -77,6 +91,8 @@ COLUMN_RULES = (
 )
 #: Completeness rules that ``completeness.warn`` may downgrade (``gaps`` has its own level).
 COMPLETENESS_RULES = ("expected_segments", "last_period", "rows_per_period")
+#: The rule of rows whose time (``problem.time`` columns) is missing or not readable.
+TIME_READABLE = "time_readable"
 AgreeKind = Literal["decimal_year", "date"]
 
 
@@ -266,18 +282,20 @@ class ColumnRule(StrictModel):
 
 
 class TimeRule(StrictModel):
-    """The time span of the table, read from the ``problem.time`` columns of params.yaml."""
+    """The time span of the table, read from the ``problem.time`` columns of params.yaml;
+    periods in the frequency of ``problem.time.frequency``."""
 
-    not_before: Month | None = None
-    not_after: Month | None = None
+    not_before: Period | None = None
+    not_after: Period | None = None
     no_future: bool = True
-    #: Redundant time columns that must match year and month: ``{column: kind}``.
+    #: Redundant time columns that must give the row's period: ``{column: kind}``.
     agree: dict[str, AgreeKind] = Field(default_factory=dict)
 
     @model_validator(mode="after")
-    def _ordered(self) -> TimeRule:
+    def _ordered(self, info: ValidationInfo) -> TimeRule:
+        cal = calendar_of(info)
         if self.not_before and self.not_after:
-            if parse_period(self.not_after) < parse_period(self.not_before):
+            if cal.parse(self.not_after) < cal.parse(self.not_before):
                 raise rule_error(
                     "not_after",
                     f"must not be before not_before {self.not_before}",
@@ -325,11 +343,11 @@ class RowsPerPeriod(StrictModel):
 
 
 class Completeness(StrictModel):
-    """Rules about the whole panel; the segment and time columns are ``problem.segment``
-    and ``problem.time`` of params.yaml."""
+    """Rules about the whole prepared panel (after ``prepare`` of params.yaml): its segment
+    column (``problem.segment``) and its periods (``problem.time``)."""
 
     expected_segments: Segments | None = None
-    last_period_not_before: Month | None = None
+    last_period_not_before: Period | None = None
     rows_per_period: RowsPerPeriod | None = None
     gaps: Literal["error", "warn", "ignore"] = "warn"
     warn: list[Literal["expected_segments", "last_period", "rows_per_period"]] = Field(
@@ -341,14 +359,15 @@ class Contract(StrictModel):
     """A whole data contract."""
 
     columns: dict[str, ColumnRule] = Field(min_length=1)
-    key: list[str] = Field(min_length=1)
+    #: unique per row of the raw table (may be empty, e.g. for a wide table)
+    key: list[str] = Field(default_factory=list)
     min_rows: int = Field(ge=0)
     extra_columns: Severity
     time: TimeRule = Field(default_factory=TimeRule)
     completeness: Completeness = Field(default_factory=Completeness)
 
     @model_validator(mode="after")
-    def _key_declared(self) -> Contract:
+    def _key_declared(self, info: ValidationInfo) -> Contract:
         for i, name in enumerate(self.key):
             if name not in self.columns:
                 raise rule_error(
@@ -370,6 +389,14 @@ class Contract(StrictModel):
                     ("time", "agree", name),
                     f"kind {kind!r} needs a column of type {' or '.join(kinds[kind])} "
                     f"(column {name!r} is {rule.type})",
+                    kind,
+                )
+            cal = calendar_of(info)
+            if kind == "decimal_year" and cal.frequency not in DECIMAL_YEAR_FREQUENCIES:
+                raise rule_error(
+                    ("time", "agree", name),
+                    f"kind 'decimal_year' needs monthly or quarterly periods (M or Q), not "
+                    f"{cal.unit}s (frequency {cal.frequency!r})",
                     kind,
                 )
         return self
@@ -413,10 +440,13 @@ def bounded_message(text: str, part_limit: int = 400, limit: int = 4000) -> str:
     return _cut_middle("; ".join(parts), limit)
 
 
-def load_contract(path: str | Path) -> Contract:
+def load_contract(path: str | Path, calendar: Calendar = MONTHLY) -> Contract:
     """Read ``contract.yaml`` strictly: unknown keys, wrong types, duplicate keys and YAML
     anchors/aliases are errors (:class:`ContractError`) naming the file and the key; the
-    message is bounded whatever the file holds."""
+    message is bounded whatever the file holds.
+
+    Periods are read in ``calendar`` (``params.problem.calendar``; monthly by default).
+    """
     try:
         data = read_yaml_file(path, "data contract", ContractError)
     except ContractError as exc:
@@ -424,7 +454,8 @@ def load_contract(path: str | Path) -> Contract:
     except ValueError as exc:  # PyYAML building a value Python refuses (a 5,000-digit integer)
         raise ContractError(bounded_message(f"{path}: not a usable YAML value: {exc}")) from None
     try:
-        return Contract.model_validate(data)
+        with reading_periods_as(calendar):  # nested models get no validation context
+            return Contract.model_validate(data, context={"calendar": calendar})
     except ValidationError as exc:
         count = exc.error_count()
         text = describe_validation_error(
@@ -571,11 +602,18 @@ class _Report:
 def check(
     frame: pd.DataFrame,
     contract: Contract,
-    time_columns: tuple[str, str] | None = None,
-    today: dt.date | None = None,
+    time: TimeSpec | None = None,
+    today: dt.date | dt.datetime | None = None,
 ) -> list[Failure]:
-    """Evaluate the column, key and time rules of ``contract`` on ``frame``; return every
-    failure (the panel's completeness: :func:`check_completeness`)."""
+    """Evaluate the column, key and time rules of ``contract`` on the raw ``frame``; return
+    every failure (the panel's completeness: :func:`check_completeness`).
+
+    ``time`` (``params.problem.time``) says how each row's period is read: rows whose time
+    is missing or not readable break rule ``time_readable``; the span rules
+    (``time.not_before``, ``not_after``, ``no_future``) and ``time.agree`` apply to the
+    others. ``today`` (default: now) places ``no_future``. Without ``time`` no time rule
+    applies.
+    """
     out = _Report()
     n = len(frame)
     if n < contract.min_rows:
@@ -588,15 +626,13 @@ def check(
         )
     for col in contract.columns:
         if col not in frame.columns:
-            found = [show(c) for c in list(frame.columns)[:12]]
-            more = f" and {frame.shape[1] - 12} more" if frame.shape[1] > 12 else ""
             out.add(
                 col,
                 "required",
                 1,
                 [],
                 f"column {show(col)} is required by the contract but absent; "
-                f"found columns [{', '.join(found)}]{more}.",
+                f"{_found_columns(frame)}.",
             )
     extra = [c for c in frame.columns if c not in contract.columns]
     if extra:
@@ -610,7 +646,7 @@ def check(
             f"column(s) {shown}{more} are not declared in the contract.",
             contract.extra_columns,
         )
-    needed = {*(time_columns or ()), *contract.time.agree}  # float views kept for later rules
+    needed = set(contract.time.agree)  # float views kept for the agreement rule
     numeric_view: dict[str, pd.Series] = {}
     for col, rule in contract.columns.items():
         if col in frame.columns:
@@ -618,11 +654,30 @@ def check(
             if values is not None and col in needed:
                 numeric_view[col] = values
     _check_key(out, frame, contract.key)
-    if time_columns and all(c in numeric_view for c in time_columns):
-        periods = _time_mask(numeric_view, time_columns)
-        _check_time(out, periods, time_columns, contract.time, today)
-        _check_agree(out, frame, numeric_view, periods, time_columns, contract)
+    if time is not None:
+        for col in time.columns:
+            if col not in frame.columns and col not in contract.columns:  # else named above
+                out.add(
+                    col,
+                    "required",
+                    1,
+                    [],
+                    f"time column {show(col)} (problem.time in params.yaml) is absent; "
+                    f"{_found_columns(frame)}.",
+                )
+        read = _read_time(out, frame, time)
+        if read is not None:
+            ok, index = read
+            _check_time(out, ok, index, time, contract.time, today)
+            _check_agree(out, frame, numeric_view, ok, index, time, contract)
     return out.failures
+
+
+def _found_columns(frame: pd.DataFrame) -> str:
+    """``found columns ['a', 'b'] and 3 more``: the first few columns of ``frame``."""
+    found = [show(c) for c in list(frame.columns)[:12]]
+    more = f" and {frame.shape[1] - 12} more" if frame.shape[1] > 12 else ""
+    return f"found columns [{', '.join(found)}]{more}"
 
 
 def _check_column(
@@ -802,57 +857,151 @@ def _missing(value: Any) -> bool:
         return False
 
 
-def _time_mask(
-    numeric_view: dict[str, pd.Series], time_columns: tuple[str, str]
-) -> tuple[np.ndarray, np.ndarray]:
-    """Rows with a usable year and month (whole numbers, month 1-12), and their period index
-    (0 elsewhere). Built with one temporary at a time: a few bytes per row."""
-    year = numeric_view[time_columns[0]].to_numpy(dtype=float)
-    month = numeric_view[time_columns[1]].to_numpy(dtype=float)
-    with np.errstate(invalid="ignore"):
-        ok = np.isfinite(year)
-        ok &= np.isfinite(month)
-        ok &= month >= 1
-        ok &= month <= SEASON_LENGTH
-        ok &= np.abs(year) < 1e6
-        ok &= np.floor(year) == year
-        ok &= np.floor(month) == month
-    index = period_index(np.where(ok, year, 0), np.where(ok, month, 1)).to_numpy(dtype=np.int64)
-    index[~ok] = 0
+def read_time(frame: pd.DataFrame, time: TimeSpec) -> tuple[np.ndarray, np.ndarray, list[Failure]]:
+    """Rows of ``frame`` whose time is readable, their period index (0 elsewhere), and the
+    failures: rule ``time_readable`` naming the time column(s) and a few raw values, or
+    ``required`` for an absent time column (then no row is readable)."""
+    out = _Report()
+    absent = [c for c in time.columns if c not in frame.columns]
+    for col in absent:
+        out.add(
+            col,
+            "required",
+            1,
+            [],
+            f"time column {show(col)} (problem.time in params.yaml) is absent; "
+            f"{_found_columns(frame)}.",
+        )
+    read = None if absent else _read_time(out, frame, time)
+    if read is None:
+        n = len(frame)
+        return np.zeros(n, dtype=bool), np.zeros(n, dtype=np.int64), out.failures
+    return read[0], read[1], out.failures
+
+
+def _read_time(
+    out: _Report, frame: pd.DataFrame, time: TimeSpec
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """Rows with a readable time and their period index; unreadable rows are a failure
+    (rule ``time_readable``). None when a time column is absent (named elsewhere)."""
+    if any(c not in frame.columns for c in time.columns):
+        return None
+    where = "+".join(time.columns)
+    n = len(frame)
+    try:
+        ok, index = time_index(frame, time)
+    except (ValueError, TypeError, OverflowError) as exc:  # e.g. mixed UTC offsets
+        out.add(
+            where,
+            TIME_READABLE,
+            n,
+            [],
+            f"time {time.describe()} cannot be read: {shorten(' '.join(str(exc).split()), 200)}",
+        )
+        return np.zeros(n, dtype=bool), np.zeros(n, dtype=np.int64)
+    if time.column is None:  # true/false are not years (the type rule names them too)
+        for col in time.columns:
+            if _booleans(frame[col]):
+                ok = ok & frame[col].isna().to_numpy(dtype=bool)
+    out.rows(
+        None, where, TIME_READABLE, ~ok, _time_cells(frame, time),
+        lambda k: _unreadable_text(frame, time, k),
+    )  # fmt: skip
     return ok, index
+
+
+def _booleans(series: pd.Series) -> bool:
+    """Whether a column holds true/false values (not numbers)."""
+    if pd.api.types.is_bool_dtype(series.dtype):
+        return True
+    return pd.api.types.is_object_dtype(series.dtype) and (
+        pd.api.types.infer_dtype(series, skipna=True) == "boolean"
+    )
+
+
+def _time_cells(frame: pd.DataFrame, time: TimeSpec) -> Callable[[np.ndarray], list[Any]]:
+    """Renderer of the raw time of rows: the cell of a date column, ``year=2000, month=13``
+    for year + period columns."""
+    if time.column is not None:
+        return _values_at(frame[time.column])
+    columns = list(time.columns)
+
+    def render(positions: np.ndarray) -> list[Any]:
+        cells = frame.iloc[positions][columns].to_numpy(dtype=object)
+        return _distinct(
+            [
+                ", ".join(f"{c}={show(v) if isinstance(v, str) else example(v)}" for c, v in
+                          zip(columns, row, strict=True))
+                for row in cells
+            ]
+        )  # fmt: skip
+
+    return render
+
+
+def _unreadable_text(frame: pd.DataFrame, time: TimeSpec, k: int) -> str:
+    """What an unreadable time should have been, for the ``time_readable`` message."""
+    cal = time.calendar
+    if time.column is not None:
+        if time.format is not None:
+            how = f"dates in format {time.format!r}"
+        else:
+            how = "dates or datetimes"
+            series = frame[time.column]
+            if pd.api.types.is_numeric_dtype(series.dtype) and not _booleans(series):
+                how += " (numbers are read as dates only with problem.time.format, e.g. '%Y%m%d')"
+    else:
+        how = "whole years 1..9999"
+        if time.period_column is not None:
+            per = PERIODS_PER_YEAR[cal.frequency]
+            how += f" and {cal.unit}s 1..{per} of the year"
+    return (
+        f"time {time.describe()} must give every row its {cal.unit}; {k} row(s) are missing "
+        f"or not readable as {how}."
+    )
+
+
+def _contract_period(cal: Calendar, value: str, key: str) -> int:
+    """A period of the contract read in ``cal``; a contract read in another frequency is named."""
+    try:
+        return cal.parse(value)
+    except ValueError:
+        raise ContractError(
+            f"'{key}' {value!r} is not a {cal.unit} {cal.form} (problem.time.frequency "
+            f"{cal.frequency!r}): load the contract with the params' calendar "
+            "(load_contract(path, calendar=params.problem.calendar))."
+        ) from None
 
 
 def _check_time(
     out: _Report,
-    periods: tuple[np.ndarray, np.ndarray],
-    time_columns: tuple[str, str],
+    ok: np.ndarray,
+    index: np.ndarray,
+    time: TimeSpec,
     rule: TimeRule,
-    today: dt.date | None,
+    today: dt.date | dt.datetime | None,
 ) -> None:
-    ycol, mcol = time_columns
-    ok, index = periods
+    """The span rules: not before, not after, not in the future (readable rows only)."""
+    cal = time.calendar
+    where = "+".join(time.columns)
     limits = []
     if rule.not_before:
-        limits.append(
-            ("not_before", index < parse_period(rule.not_before), f"before {rule.not_before}")
-        )
+        first = _contract_period(cal, rule.not_before, "time.not_before")
+        limits.append(("not_before", index < first, f"before {rule.not_before}"))
     if rule.not_after:
-        limits.append(
-            ("not_after", index > parse_period(rule.not_after), f"after {rule.not_after}")
-        )
+        last = _contract_period(cal, rule.not_after, "time.not_after")
+        limits.append(("not_after", index > last, f"after {rule.not_after}"))
     if rule.no_future:
-        today = today or dt.date.today()
-        limits.append(
-            ("no_future", index > current_period(today), f"in the future (after {today:%Y-%m})")
-        )
+        now = cal.current(today)
+        limits.append(("no_future", index > now, f"in the future (after {cal.format(now)})"))
 
     def periods(positions: np.ndarray) -> list[Any]:
-        return [format_period(i) for i in pd.unique(index[positions])[:N_EXAMPLES]]
+        return [cal.format(i) for i in pd.unique(index[positions])[:N_EXAMPLES]]
 
     for name, mask, text in limits:
         out.rows(
-            None, f"{ycol}+{mcol}", name, ok & mask, periods,
-            lambda k, text=text: f"time {ycol}+{mcol}: {k} row(s) dated {text}.",
+            None, where, name, ok & mask, periods,
+            lambda k, text=text: f"time {where}: {k} row(s) dated {text}.",
         )  # fmt: skip
 
 
@@ -860,44 +1009,51 @@ def _check_agree(
     out: _Report,
     frame: pd.DataFrame,
     numeric_view: dict[str, pd.Series],
-    periods: tuple[np.ndarray, np.ndarray],
-    time_columns: tuple[str, str],
+    ok: np.ndarray,
+    index: np.ndarray,
+    time: TimeSpec,
     contract: Contract,
 ) -> None:
-    """Redundant time columns (``time.agree``) must give the row's year and month."""
-    ycol, mcol = time_columns
-    ok, index = periods
-    year = numeric_view[ycol].to_numpy(dtype=float)
-    month = numeric_view[mcol].to_numpy(dtype=float)
+    """Redundant time columns (``time.agree``) must give the row's period."""
+    cal = time.calendar
+    where = "+".join(time.columns)
     for col, kind in contract.time.agree.items():
-        if col not in frame.columns or col in time_columns:
+        if col not in frame.columns or col in time.columns:
             continue
         series = frame[col]
         if kind == "decimal_year":
+            if time.period_column is None or cal.frequency not in DECIMAL_YEAR_FREQUENCIES:
+                raise ContractError(
+                    f"'time.agree.{_name(col)}' is 'decimal_year' (year + (period - 1) / "
+                    "periods per year), which needs year + month or year + quarter columns; "
+                    f"problem.time in params.yaml is {time.describe()}: use kind 'date' or "
+                    "drop the rule."
+                )
             if col not in numeric_view:
                 continue  # the type rule names it
+            per = PERIODS_PER_YEAR[cal.frequency]
             value = numeric_view[col].to_numpy(dtype=float)
-            with np.errstate(invalid="ignore"):
-                months = (value - year) * SEASON_LENGTH + 1
-                bad = ok & np.isfinite(value) & ~(np.abs(months - month) <= DECIMAL_YEAR_TOLERANCE)
+            with np.errstate(invalid="ignore", over="ignore"):
+                off = value * per
+                off -= index
+                bad = ok & np.isfinite(value) & ~(np.abs(off) <= DECIMAL_YEAR_TOLERANCE)
+            ycol, pcol = time.year_column, time.period_column
             rule_text = (
-                f"decimal_year: {col} = {ycol} + ({mcol} - 1) / 12, to "
-                f"{DECIMAL_YEAR_TOLERANCE:g} month"
+                f"decimal_year: {col} = {ycol} + ({pcol} - 1) / {per}, to "
+                f"{DECIMAL_YEAR_TOLERANCE:g} {cal.unit}"
             )
         else:
             parsed = _as_datetimes(series)
             if parsed is None:
                 continue  # the type rule names it
             present = ~series.isna().to_numpy(dtype=bool)
-            p_year = parsed.dt.year.to_numpy(dtype=float, na_value=np.nan)
-            p_month = parsed.dt.month.to_numpy(dtype=float, na_value=np.nan)
-            with np.errstate(invalid="ignore"):
-                bad = ok & present & ~((p_year == year) & (p_month == month))
-            rule_text = f"date: the year and month of {col} are {ycol} and {mcol}"
+            p_ok, p_index = cal.from_datetimes(parsed)
+            bad = ok & present & ~(p_ok & (p_index == index))
+            rule_text = f"date: the {cal.unit} of {col} is the row's {cal.unit}"
 
         def render(positions: np.ndarray, series: pd.Series = series) -> list[Any]:
             return [
-                f"row {p}: {show(series.iloc[p])} for {format_period(index[p])}"
+                f"row {p}: {show(series.iloc[p])} for {cal.format(index[p])}"
                 for p in positions[:N_EXAMPLES]
             ]
 
@@ -905,26 +1061,32 @@ def _check_agree(
         out.rows(
             rule, col, "agree", bad, render,
             lambda k, col=col, rule_text=rule_text: f"column {show(col)} must agree with "
-            f"{ycol}+{mcol} ({rule_text}); {k} row(s) disagree or are not readable.",
+            f"{where} ({rule_text}); {k} row(s) disagree or are not readable.",
         )  # fmt: skip
 
 
+_OFFSET = r"(?:Z|[+-]\d{2}(?::?\d{2})?)\s*$"
+
+
 def _as_datetimes(series: pd.Series) -> pd.Series | None:
-    """A datetime column, or ISO date/datetime text parsed (unreadable: NaT); None otherwise."""
+    """A datetime column, or ISO date/datetime text parsed (unreadable: NaT); None otherwise.
+    Times keep their wall clock (text with mixed UTC offsets too)."""
     if pd.api.types.is_datetime64_any_dtype(series.dtype):
         return series
     kind = pd.api.types.infer_dtype(series, skipna=True)
     if kind in ("datetime", "datetime64", "date"):
-        return pd.to_datetime(series, errors="coerce", utc=True)
+        try:
+            return pd.to_datetime(series, errors="coerce")
+        except (ValueError, TypeError):  # mixed timezones: each in its own
+            return pd.to_datetime(series, errors="coerce", utc=True)
     if kind in ("string", "empty"):
         text = series.astype(object)
         try:
             return pd.to_datetime(text, format="ISO8601", errors="coerce")
-        except (ValueError, TypeError):  # mixed UTC offsets: read each in its own offset
-            prefix = text.str.extract(r"^\s*(\d{4})-(\d{2})", expand=True)
-            head = prefix[0].str.cat(prefix[1], sep="-")
+        except (ValueError, TypeError):  # mixed UTC offsets: read each at its wall clock
             valid = pd.to_datetime(text, format="ISO8601", errors="coerce", utc=True).notna()
-            return pd.to_datetime(head.where(valid), format="%Y-%m", errors="coerce")
+            local = text.where(valid).str.replace(_OFFSET, "", regex=True)
+            return pd.to_datetime(local, format="ISO8601", errors="coerce")
     return None
 
 
@@ -932,45 +1094,52 @@ def _as_datetimes(series: pd.Series) -> pd.Series | None:
 
 
 def check_completeness(
-    frame: pd.DataFrame,
+    panel: pd.DataFrame,
     contract: Contract,
-    segment: str,
-    time_columns: tuple[str, str],
+    segment_column: str,
+    time: TimeSpec,
 ) -> list[Failure]:
-    """The panel rules of ``contract.completeness``: expected segments present, the last
-    period late enough, rows per period within bounds, no gap inside a segment's history
-    (a warning by default, naming the segments and the missing periods)."""
+    """The panel rules of ``contract.completeness`` on the prepared ``panel`` (its segment
+    column ``segment_column``, its periods read from the ``time`` columns): expected
+    segments present, the last period late enough, rows per period within bounds, no gap
+    inside a segment's history (a warning by default, naming the segments and the missing
+    periods). Rows whose time is not readable are left out (:func:`check` names them)."""
     rules = contract.completeness
     out = _Report()
-    ycol, mcol = time_columns
-    where = f"{ycol}+{mcol}"
-    if segment in frame.columns and rules.expected_segments is not None:
-        _check_segments(out, frame[segment], segment, contract)
-    views = {c: _numeric_view(frame[c]) for c in time_columns if c in frame.columns}
-    if len(views) < 2 or any(v is None for v in views.values()):
-        return out.failures  # missing or mistyped time columns: check() names them
-    ok, index = _time_mask(views, time_columns)  # type: ignore[arg-type]
+    segment = segment_column
+    where = "+".join(time.columns)
+    cal = time.calendar
+    if segment in panel.columns and rules.expected_segments is not None:
+        _check_segments(out, panel[segment], segment, contract)
+    if any(c not in panel.columns for c in time.columns):
+        return out.failures  # missing time columns: check() names them
+    try:
+        ok, index = time_index(panel, time)
+    except (ValueError, TypeError, OverflowError):
+        return out.failures  # unreadable time: check() names it
     periods = index[ok]
     if not len(periods):
         return out.failures
     first, last = int(periods.min()), int(periods.max())
     if rules.last_period_not_before is not None:
-        expected = parse_period(rules.last_period_not_before)
+        expected = _contract_period(
+            cal, rules.last_period_not_before, "completeness.last_period_not_before"
+        )
         if last < expected:
             out.add(
                 where,
                 "last_period",
                 1,
-                [format_period(last)],
-                f"the last period of the table is {format_period(last)}; the contract "
+                [cal.format(last)],
+                f"the last period of the table is {cal.format(last)}; the contract "
                 f"expects data up to {rules.last_period_not_before} at least (a truncated "
                 "or stale table).",
                 downgrade=rules.warn,
             )
     if rules.rows_per_period is not None:
-        _check_rows_per_period(out, periods, first, last, rules, where)
-    if rules.gaps != "ignore" and segment in frame.columns:
-        _check_gaps(out, frame[segment], ok, index, segment, rules.gaps)
+        _check_rows_per_period(out, periods, first, last, rules, where, cal)
+    if rules.gaps != "ignore" and segment in panel.columns:
+        _check_gaps(out, panel[segment], ok, index, segment, rules.gaps, cal)
     return out.failures
 
 
@@ -1008,6 +1177,7 @@ def _check_rows_per_period(
     last: int,
     rules: Completeness,
     where: str,
+    cal: Calendar,
 ) -> None:
     bounds = rules.rows_per_period
     assert bounds is not None
@@ -1022,7 +1192,7 @@ def _check_rows_per_period(
         bad |= counts < bounds.min_share_of_median * median
     k = int(bad.sum())
     shown = [
-        f"{format_period(first + int(i))}: {int(counts[i])} rows"
+        f"{cal.format(first + int(i))}: {int(counts[i])} rows"
         for i in np.flatnonzero(bad)[:N_EXAMPLES]
     ]
     out.add(
@@ -1031,7 +1201,7 @@ def _check_rows_per_period(
         k,
         shown,
         f"rows per period must be {bounds.describe()} (median {median:g}); {k} of "
-        f"{len(counts)} period(s) from {format_period(first)} to {format_period(last)} "
+        f"{len(counts)} period(s) from {cal.format(first)} to {cal.format(last)} "
         "are outside.",
         downgrade=rules.warn,
     )
@@ -1044,6 +1214,7 @@ def _check_gaps(
     index: np.ndarray,
     segment: str,
     level: Literal["error", "warn"],
+    cal: Calendar,
 ) -> None:
     """Periods missing between a segment's first and last period, named per segment."""
     try:
@@ -1069,7 +1240,7 @@ def _check_gaps(
     shown: list[str] = []
     for code in np.unique(g_seg)[:N_EXAMPLES]:
         rows = np.flatnonzero(g_seg == code)
-        ranges = [_range_text(int(g_start[i]), int(g_end[i])) for i in rows[:3]]
+        ranges = [range_text(int(g_start[i]), int(g_end[i]), cal) for i in rows[:3]]
         more = f", and {len(rows) - 3} more gap(s)" if len(rows) > 3 else ""
         missing = int((g_end[rows] - g_start[rows] + 1).sum())
         shown.append(
@@ -1083,18 +1254,20 @@ def _check_gaps(
         total,
         shown,
         f"{total} period(s) missing inside the history of {n_segments} segment(s) of column "
-        f"{show(segment)} (between each segment's first and last period); later stages fill "
-        "them with missing values: " + "; ".join(shown[:3]) + ("; ..." if n_segments > 3 else ""),
+        f"{show(segment)} (between each segment's first and last period; prepare.fill_missing "
+        "inserts them with missing values): "
+        + "; ".join(shown[:3])
+        + ("; ..." if n_segments > 3 else ""),
         level,
     )
 
 
-def _range_text(start: int, end: int) -> str:
-    """``2005-01..2005-12 (12 months)`` or ``2005-03 (1 month)``."""
+def range_text(start: int, end: int, cal: Calendar) -> str:
+    """``2005-01..2005-12 (12 months)`` or ``2005-03 (1 month)``, in the calendar's unit."""
     n = end - start + 1
     if n == 1:
-        return f"{format_period(start)} (1 month)"
-    return f"{format_period(start)}..{format_period(end)} ({n} months)"
+        return f"{cal.format(start)} ({cal.count(1)})"
+    return f"{cal.format(start)}..{cal.format(end)} ({cal.count(n)})"
 
 
 # --------------------------------------------------------------------------- reports
@@ -1136,6 +1309,7 @@ __all__ = [
     "Contract",
     "Failure",
     "RowsPerPeriod",
+    "TIME_READABLE",
     "TimeRule",
     "bounded_message",
     "check",
@@ -1143,6 +1317,8 @@ __all__ = [
     "example",
     "format_failures",
     "load_contract",
+    "range_text",
+    "read_time",
     "report",
     "shorten",
     "show",

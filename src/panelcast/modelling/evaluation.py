@@ -19,7 +19,7 @@ def rule_predictions(
     table: pd.DataFrame, features: pd.DataFrame, problem: ProblemSpec, rules: list[str]
 ) -> tuple[pd.DataFrame, dict[str, int]]:
     """Rule forecasts for every row of the feature table, and fallbacks counted on the test rows."""
-    seg = problem.segment
+    seg = problem.segment_column
     grid, _ = panel(table, problem, [])
     keys = features[[seg, T, WINDOW]]
     train_t = features.loc[features[WINDOW] == "train", T]

@@ -1,7 +1,8 @@
-"""Past-only features on a complete monthly grid per segment.
+"""Past-only features on a complete grid of periods per segment.
 
-A row is one segment and one *forecast month* ``t``; its target is the observed value
-at ``t``; every feature uses only months strictly before ``t`` (lags start at 1).
+A row is one segment and one *forecast period* ``t`` (of the frequency in
+``problem.time``); its target is the observed value at ``t``; every feature uses only
+periods strictly before ``t`` (lags start at 1).
 With ``scale: log_ratio`` sales features are expressed relative to the segment's
 recent level (``log1p(x) - log1p(level)``), so one global model serves small and
 large segments alike.
@@ -16,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from ..core.config import FeatureSpec, ProblemSpec, WindowSpec
-from ..core.errors import ParamsError
+from ..core.errors import DataError, ParamsError
 from ..core.periods import (
     LEVEL_FEATURE,
     PERIOD,
@@ -25,18 +26,15 @@ from ..core.periods import (
     TARGET,
     WINDOW,
     T,
-    format_period,
-    parse_period,
-    period_index,
-    season_of,
 )
+from ..data.timeaxis import time_index
 
 logger = logging.getLogger(__name__)
 
 
 def meta_columns(problem: ProblemSpec) -> list[str]:
     """Columns of the feature table that are not model inputs."""
-    return [problem.segment, PERIOD, T, WINDOW, TARGET]
+    return [problem.segment_column, PERIOD, T, WINDOW, TARGET]
 
 
 def feature_columns(frame: pd.DataFrame, problem: ProblemSpec) -> list[str]:
@@ -45,26 +43,41 @@ def feature_columns(frame: pd.DataFrame, problem: ProblemSpec) -> list[str]:
     return [c for c in frame.columns if c not in meta]
 
 
-def month_index(frame: pd.DataFrame, problem: ProblemSpec) -> pd.Series:
-    """Period index of each row, from the time columns named in params."""
-    year = frame[problem.time.year_column].astype("int64")
-    month = frame[problem.time.month_column].astype("int64")
-    return period_index(year, month)
+def period_of(frame: pd.DataFrame, problem: ProblemSpec) -> pd.Series:
+    """Period index of each row, from the time columns named in ``problem.time``.
+
+    Raises :class:`DataError` naming the column and a few values when a time is missing
+    or unreadable (validate refuses such tables; this guards direct callers).
+    """
+    missing = [c for c in problem.time.columns if c not in frame.columns]
+    if missing:
+        raise DataError(
+            f"params key 'problem.time': column(s) {missing} are not in the table (its "
+            f"columns: {list(frame.columns)[:20]})."
+        )
+    ok, index = time_index(frame, problem.time)
+    if not ok.all():
+        bad = frame.loc[~ok, list(problem.time.columns)].head(3).to_dict("records")
+        raise DataError(
+            f"params key 'problem.time' ({problem.time.describe()}): {int((~ok).sum())} "
+            f"row(s) have no readable {problem.calendar.unit}, for example {bad}."
+        )
+    return pd.Series(index, index=frame.index)
 
 
 def panel(
     table: pd.DataFrame, problem: ProblemSpec, exogenous: list[str]
 ) -> tuple[pd.DataFrame, int]:
-    """A complete monthly grid per segment (first to last month of each segment).
+    """A complete grid per segment (first to last period of each segment).
 
-    Returns the grid (segment, t, y, exogenous...) sorted by segment and month, and the
-    number of rows inserted for months absent from the table (their values are missing).
+    Returns the grid (segment, t, y, exogenous...) sorted by segment and period, and the
+    number of rows inserted for periods absent from the table (their values are missing).
     """
-    seg = problem.segment
+    seg = problem.segment_column
     frame = pd.DataFrame(
         {
             seg: table[seg].astype(str),
-            T: month_index(table, problem),
+            T: period_of(table, problem),
             "y": table[problem.target].astype(float),
         }
     )
@@ -88,12 +101,13 @@ def build_features(
     table: pd.DataFrame, problem: ProblemSpec, spec: FeatureSpec, windows: WindowSpec
 ) -> tuple[pd.DataFrame, dict]:
     """Build the feature table and a summary of what was counted and dropped."""
-    seg = problem.segment
+    seg = problem.segment_column
+    cal = problem.calendar
     grid, inserted = panel(table, problem, spec.exogenous)
     by = grid.groupby(seg, sort=False)
     y = grid["y"]
     lag1 = by["y"].shift(1)
-    out = pd.DataFrame({seg: grid[seg], PERIOD: grid[T].map(format_period), T: grid[T]})
+    out = pd.DataFrame({seg: grid[seg], PERIOD: grid[T].map(cal.format), T: grid[T]})
     level = _rolling_mean(lag1, grid[seg], spec.level_window)
     log_level = np.log1p(level)
     scaled = spec.scale == "log_ratio"
@@ -110,13 +124,13 @@ def build_features(
         prev = by[col].shift(1)
         out[f"exo_{col}"] = np.log1p(prev.clip(lower=0)) if scaled else prev
     if spec.calendar:
-        out[SEASON_FEATURE] = (season_of(grid[T]) + 1).astype("int64")
+        out[SEASON_FEATURE] = (cal.season_of(grid[T]) + 1).astype("int64")
     if spec.segment_feature:
         out[SEGMENT_FEATURE] = pd.Categorical(grid[seg], categories=sorted(grid[seg].unique()))
     out[TARGET] = y
 
-    ts, te = parse_period(windows.train_start), parse_period(windows.train_end)
-    vs, ve = parse_period(windows.test_start), parse_period(windows.test_end)
+    ts, te = cal.parse(windows.train_start), cal.parse(windows.train_end)
+    vs, ve = cal.parse(windows.test_start), cal.parse(windows.test_end)
     window = np.select(
         [(out[T] >= ts) & (out[T] <= te), (out[T] >= vs) & (out[T] <= ve)],
         ["train", "test"],
@@ -146,10 +160,10 @@ def build_features(
             raise ParamsError(
                 f"params keys 'windows.{w}_start/{w}_end': the {w} window ({first}..{last}) "
                 f"holds no row with an observed target; the data spans "
-                f"{format_period(grid[T].min())}..{format_period(grid[T].max())}."
+                f"{cal.format(grid[T].min())}..{cal.format(grid[T].max())}."
             )
     logger.info(
-        "features: %d rows (%d inserted grid months, %d without history dropped, "
+        "features: %d rows (%d inserted grid periods, %d without history dropped, "
         "%d missing targets)",
         summary["rows"],
         inserted,
@@ -187,10 +201,11 @@ def next_period_features(
     with the segment, ``period``, ``t`` and every feature column; a segment without any
     value in its recent window has a missing ``log_level`` and cannot be forecast.
     """
-    seg = problem.segment
+    seg = problem.segment_column
+    cal = problem.calendar
     width = history_length(spec)
     segments = history[seg].astype(str).to_numpy()
-    t = month_index(history, problem).to_numpy()
+    t = period_of(history, problem).to_numpy()
     names, codes = np.unique(segments, return_inverse=True)
     if until is None:
         last = np.full(len(names), np.iinfo(np.int64).min)
@@ -211,8 +226,8 @@ def next_period_features(
         col: matrix(history[col].to_numpy(dtype=float))[:, width - 1] for col in spec.exogenous
     }
     target_t = last + 1
-    out = pd.DataFrame({seg: names, PERIOD: [format_period(p) for p in target_t], T: target_t})
-    for name, values in window_features(y, exo_last, target_t, spec).items():
+    out = pd.DataFrame({seg: names, PERIOD: [cal.format(p) for p in target_t], T: target_t})
+    for name, values in window_features(y, exo_last, target_t, spec, cal.season_length).items():
         out[name] = values
     if spec.segment_feature:
         levels = sorted(names) if categories is None else list(categories)
@@ -221,14 +236,19 @@ def next_period_features(
 
 
 def window_features(
-    y: np.ndarray, exo_last: dict[str, np.ndarray], target_t: np.ndarray, spec: FeatureSpec
+    y: np.ndarray,
+    exo_last: dict[str, np.ndarray],
+    target_t: np.ndarray,
+    spec: FeatureSpec,
+    season_length: int,
 ) -> dict[str, np.ndarray]:
     """Every feature but the segment, for the periods ``target_t``, in table order.
 
     ``y`` holds each row's recent target values, oldest first, its last column being the
     period before ``target_t`` (width :func:`history_length`); ``exo_last`` the exogenous
-    values of that period. The expressions :func:`next_period_features` and the service's
-    fast path share, so both give the same bits.
+    values of that period; ``season_length`` places ``target_t`` in its season. The
+    expressions :func:`next_period_features` and the service's fast path share, so both
+    give the same bits.
     """
     width = y.shape[1]
     with np.errstate(invalid="ignore"), warnings.catch_warnings():
@@ -251,5 +271,5 @@ def window_features(
         prev = exo_last[col]
         out[f"exo_{col}"] = np.log1p(np.clip(prev, 0, None)) if scaled else prev
     if spec.calendar:
-        out[SEASON_FEATURE] = (season_of(np.asarray(target_t)) + 1).astype("int64")
+        out[SEASON_FEATURE] = (np.asarray(target_t) % season_length + 1).astype("int64")
     return out

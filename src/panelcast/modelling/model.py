@@ -33,6 +33,7 @@ from threadpoolctl import threadpool_limits
 
 from ..core.config import TrainSpec
 from ..core.errors import ModelFileError, ParamsError
+from ..core.periods import Calendar
 from ..core.progress import Progress
 
 logger = logging.getLogger(__name__)
@@ -133,26 +134,44 @@ def check_hyperparameters(estimator: str, hyper: dict[str, Any], key: str) -> No
         )
 
 
-def time_folds(t: np.ndarray, folds: int, fold_months: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Expanding-window folds: each validates on ``fold_months`` months after its training part.
+def time_folds(
+    t: np.ndarray, folds: int, fold_periods: int, calendar: Calendar | None = None
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Expanding-window folds: each validates on ``fold_periods`` periods after its training
+    part (``t`` holds period indices; ``calendar`` names them in messages).
 
-    The last fold ends at the last month of ``t``; nothing is shuffled across time.
+    The last fold ends at the last period of ``t``; nothing is shuffled across time.
     """
     t = np.asarray(t)
     last = int(t.max())
     splits = []
     for i in range(folds, 0, -1):
-        start = last - i * fold_months + 1
+        start = last - i * fold_periods + 1
         train = np.flatnonzero(t < start)
-        val = np.flatnonzero((t >= start) & (t < start + fold_months))
+        val = np.flatnonzero((t >= start) & (t < start + fold_periods))
         if len(train) == 0 or len(val) == 0:
+            if calendar is None:
+                length = f"{fold_periods} periods"
+                span = f"{int(t.min())}..{last} as period indices"
+            else:
+                length = calendar.count(fold_periods)
+                span = f"{calendar.format(t.min())}..{calendar.format(last)}"
             raise ParamsError(
-                f"params 'train.search': {folds} folds of {fold_months} months do not fit in "
-                f"the training window ({int(t.min())}..{last} as month indices); "
-                f"fold {folds - i + 1} has {len(train)} training and {len(val)} validation rows."
+                f"params keys 'train.search.folds/fold_periods': {folds} folds of {length} do "
+                f"not fit in the training window ({span}); fold {folds - i + 1} has "
+                f"{len(train)} training and {len(val)} validation rows."
             )
         splits.append((train, val))
     return splits
+
+
+def with_unit(value: float | None, unit: str | None, digits: int = 2) -> str:
+    """A figure of the target for logs: ``"38.66 homes"`` (``problem.unit``), or ``"38.66"``
+    when params give no unit; ``"-"`` when there is no figure."""
+    if value is None:
+        return "-"
+    text = f"{value:.{digits}f}"
+    return f"{text} {unit}" if unit else text
 
 
 def fit_model(
@@ -163,8 +182,12 @@ def fit_model(
     scale: str,
     level_feature: str,
     threads: int = 1,
+    calendar: Calendar | None = None,
 ) -> tuple[LevelRatioRegressor, dict]:
     """Fit the model, with the time-ordered hyperparameter search when enabled.
+
+    ``t`` holds the period index of each row (the folds are cut in it); ``calendar``
+    (``problem.calendar``) names the periods in messages.
 
     The search scores every (candidate, fold) pair in ``spec.search.n_jobs`` processes,
     each with its thread pools pinned to ``threads`` (1 keeps the bytes of the model the
@@ -184,7 +207,7 @@ def fit_model(
         return model, report
     check_hyperparameters(spec.estimator, s.space, "train.search.space")
     grid = {f"{_INNER}{k}": v for k, v in s.space.items()}
-    splits = time_folds(t, s.folds, s.fold_months)
+    splits = time_folds(t, s.folds, s.fold_periods, calendar)
     candidates = search_candidates(grid, s.method, s.n_iter, spec.seed)
     tasks = [(i, j) for i in range(len(candidates)) for j in range(len(splits))]
     logger.info(

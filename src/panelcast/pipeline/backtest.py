@@ -1,4 +1,4 @@
-"""Stage backtest: replay production month by month and compare retraining policies."""
+"""Stage backtest: replay production period by period and compare retraining policies."""
 
 from __future__ import annotations
 
@@ -9,8 +9,17 @@ from typing import Any
 import pandas as pd
 
 from ..core.config import Params
+from ..core.errors import ParamsError
+from ..core.periods import PERIOD, T
 from ..modelling.features import feature_columns
-from ..monitoring.backtest import BacktestData, run_backtest, summarise
+from ..modelling.model import with_unit
+from ..monitoring.backtest import (
+    RECORD_COLUMNS,
+    BacktestData,
+    replayed_periods,
+    run_backtest,
+    summarise,
+)
 from ..monitoring.reference import drift_thresholds
 from ..report.figures import backtest_figure
 
@@ -27,43 +36,66 @@ class Backtest:
 
 
 def backtest(features: pd.DataFrame, params: Params) -> Backtest:
-    """Replay every policy of ``params.backtest`` on ``features``."""
-    spec = params.backtest
+    """Replay every policy of ``params.backtest`` on ``features``.
+
+    The metrics hold, per policy, the pooled error overall and in each of
+    ``problem.named_periods`` (``<name>_mae``...); the plot tables have one row per
+    replayed period (column ``period``).
+    """
+    spec, problem = params.backtest, params.problem
+    cal = problem.calendar
     train = _updated(params.train, search=_updated(params.train.search, enabled=False))
     ctx = BacktestData(
         features,
-        feature_columns(features, params.problem),
-        params.problem.segment,
+        feature_columns(features, problem),
+        problem.segment_column,
         max(params.features.lags),
         spec,
         train,
         params.features.scale,
         drift_thresholds(params.drift),
+        cal,
         threads=params.compute.threads,
     )
+    replayed = replayed_periods(ctx)
+    if not replayed:
+        span = (
+            f"{cal.format(features[T].min())}..{cal.format(features[T].max())}"
+            if len(features)
+            else "nothing"
+        )
+        raise ParamsError(
+            f"params keys 'backtest.first_train_end/end': no period of the feature table "
+            f"falls after {spec.first_train_end} and up to {spec.end} (the table spans {span})."
+        )
     replays = run_backtest(ctx)
-    summary = summarise(replays, spec)
-    months = pd.DataFrame([m for r in replays for m in r.months])
+    summary = summarise(replays, cal, problem.named_periods)
+    periods = pd.DataFrame(
+        [row for r in replays for row in r.periods], columns=list(RECORD_COLUMNS)
+    )
     result = {
         # what the backtest fitted: each distinct training cutoff once, shared by the
         # policies (a policy's own "fits" is what it would cost in production)
         "distinct_fits": ctx.fitted,
         "first_training_window": {"start": spec.first_train_start, "end": spec.first_train_end},
-        "replayed": {"start": months["month"].min(), "end": months["month"].max()},
-        "crisis": {"start": spec.crisis_start, "end": spec.crisis_end},
+        "replayed": {"start": cal.format(replayed[0]), "end": cal.format(replayed[-1])},
+        "named_periods": {p.name: {"start": p.start, "end": p.end} for p in problem.named_periods},
         "policies": summary,
     }
-    wide = months.pivot(index="month", columns="policy", values="mae").round(3)
-    effects = months[months["policy"] == spec.policies[0].name][
-        ["month", "max_effect", "share_drifted", "drifted"]
+    wide = periods.pivot(index=PERIOD, columns="policy", values="mae").round(3)
+    effects = periods[periods["policy"] == spec.policies[0].name][
+        [PERIOD, "max_effect", "share_drifted", "drifted"]
     ]
     for name, s in summary.items():
-        crisis = "-" if s["crisis_mae"] is None else f"{s['crisis_mae']:.2f}"
+        named = "".join(
+            f"  {p.name} MAE {with_unit(s[p.name + '_mae'], problem.unit):>7}"
+            for p in problem.named_periods
+        )
         logger.info(
-            "policy %-10s MAE %7.2f  crisis MAE %7s  retrains %3d  fits %3d",
+            "policy %-10s MAE %7s%s  retrains %3d  fits %3d",
             name,
-            s["mae"],
-            crisis,
+            with_unit(s["mae"], problem.unit),
+            named,
             s["retrains"],
             s["fits"],
         )
@@ -73,7 +105,7 @@ def backtest(features: pd.DataFrame, params: Params) -> Backtest:
             "backtest_error.csv": wide.add_suffix("_mae").reset_index(),
             "backtest_drift.csv": effects,
         },
-        backtest_figure(months),
+        backtest_figure(periods, problem),
     )
 
 

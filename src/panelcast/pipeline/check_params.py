@@ -9,7 +9,8 @@ any stage runs:
 - ``drift.key_columns`` against the columns the drift stage monitors (the features the
   params build, the target and the prediction);
 - the data contract ``paths.contract``, loaded strictly, and the columns the params name
-  (segment, target, time, exogenous) against the columns it declares;
+  (segment, target, time, exogenous, prepare steps) against the columns it declares,
+  followed through the ``prepare`` steps (wide to long, aggregation);
 - the ``paths``: every output lies inside the repository, is neither an input (the
   source, the contract, params.yaml, dvc.yaml, dvc.lock) nor a file git tracks, nor an
   existing file that dvc.lock does not record as an output. DVC deletes a stage's outputs
@@ -37,6 +38,7 @@ from ..core.periods import (
     PREDICTION,
     SEASON_FEATURE,
     SEGMENT_FEATURE,
+    SINGLE_SERIES,
     TARGET,
     WINDOW,
     T,
@@ -92,7 +94,7 @@ def feature_names(problem: ProblemSpec, features: FeatureSpec) -> list[str]:
         names.append(SEASON_FEATURE)
     if features.segment_feature:
         names.append(SEGMENT_FEATURE)
-    meta = {problem.segment, PERIOD, T, WINDOW, TARGET}
+    meta = {problem.segment_column, PERIOD, T, WINDOW, TARGET}
     return [name for name in dict.fromkeys(names) if name not in meta]
 
 
@@ -179,33 +181,139 @@ def key_column_problems(params: Params) -> list[str]:
     ]
 
 
+#: Column names the feature table reserves: a segment column may not take one of them.
+RESERVED = (PERIOD, T, WINDOW, TARGET, PREDICTION, SEGMENT_FEATURE)
+
+
 def contract_column_problems(params: Params, contract: Contract, contract_path: str) -> list[str]:
-    """Columns named in params that the data contract does not declare (or types wrongly)."""
+    """Columns named in params (problem, prepare, features) that the data contract does not
+    declare, or declares with a type that cannot work.
+
+    The columns are followed through ``prepare``: ``wide`` turns the columns it selects into
+    a segment column and a value column; ``aggregate`` keeps only the columns it names (a
+    ``count`` makes a number of any column).
+    """
+    problem, prepare = params.problem, params.prepare
     numeric = ("integer", "number")
-    named: list[tuple[str, str, tuple[str, ...] | None]] = [
-        ("problem.segment", params.problem.segment, None),
-        ("problem.target", params.problem.target, numeric),
-        ("problem.time.year_column", params.problem.time.year_column, ("integer",)),
-        ("problem.time.month_column", params.problem.time.month_column, ("integer",)),
-    ]
-    named += [
-        (f"features.exogenous[{i}]", col, numeric)
-        for i, col in enumerate(params.features.exogenous)
-    ]
-    problems = []
-    for key, column, types in named:
-        rule = contract.columns.get(column)
-        if rule is None:
+    declared = {name: rule.type for name, rule in contract.columns.items()}
+    listing = ", ".join(contract.columns)
+    problems: list[str] = []
+    reported: set[str] = set()  # one problem per key
+
+    def need(key: str, column: str, types: tuple[str, ...] | None, columns: dict) -> None:
+        if key in reported:
+            return
+        reported.add(key)
+        if column not in columns:
             problems.append(
-                f"'{key}' must be a column the data contract {contract_path} declares "
-                f"({', '.join(contract.columns)}), got {show_value(column)}"
+                f"'{key}' must be a column of the table (the data contract {contract_path} "
+                f"declares {listing}{_after(prepare)}), got {show_value(column)}"
             )
-        elif types is not None and rule.type not in types:
+        elif types is not None and columns[column] not in types:
             problems.append(
-                f"'{key}' must be a column of type {' or '.join(types)} in the data contract "
-                f"{contract_path} (it declares {column!r} as {rule.type}), got {show_value(column)}"
+                f"'{key}' must be a column of type {' or '.join(types)} (the data contract "
+                f"{contract_path} declares {column!r} as {columns[column]}), "
+                f"got {show_value(column)}"
             )
-    return problems
+
+    time = problem.time
+    date_types = ("datetime", "string") + (numeric if time.format else ())
+    if time.column is not None:
+        need("problem.time.column", time.column, date_types, declared)
+    else:
+        need("problem.time.year_column", time.year_column, ("integer",), declared)
+        if time.period_column is not None:
+            need("problem.time.period_column", time.period_column, ("integer",), declared)
+    for i, rule in enumerate(prepare.filter):
+        need(f"prepare.filter[{i}].column", rule.column, None, declared)
+    columns = dict(declared)
+    if prepare.wide is not None:
+        wide = prepare.wide
+        if wide.columns is not None:
+            selected = list(wide.columns)
+            for i, col in enumerate(selected):
+                need(f"prepare.wide.columns[{i}]", col, numeric, declared)
+        else:
+            selected = [c for c in declared if re.search(wide.pattern, c)]
+            selected = [c for c in selected if c not in time.columns]
+            if not selected:
+                problems.append(
+                    f"'prepare.wide.pattern' must match at least one column of the data "
+                    f"contract {contract_path} ({listing}), got {show_value(wide.pattern)}"
+                )
+            for col in selected:
+                if declared[col] not in numeric:
+                    problems.append(
+                        f"'prepare.wide.pattern' must select numeric columns only (it "
+                        f"matches {col!r}, declared as {declared[col]}), "
+                        f"got {show_value(wide.pattern)}"
+                    )
+        for col in selected:
+            columns.pop(col, None)
+        for key, name in (("segment", wide.segment), ("value", wide.value)):
+            if name in columns:
+                problems.append(
+                    f"'prepare.wide.{key}' must be a new column name (the table already has "
+                    f"{name!r}), got {show_value(name)}"
+                )
+        columns[wide.segment] = "string"
+        columns[wide.value] = "number"
+        if problem.segment != wide.segment:
+            problems.append(
+                f"'problem.segment' must be {wide.segment!r} (prepare.wide.segment: the "
+                f"wide columns become its values), got {show_value(problem.segment)}"
+            )
+    if problem.segment is not None:
+        need("problem.segment", problem.segment, None, columns)
+        if problem.segment in RESERVED:
+            problems.append(
+                f"'problem.segment' must not be one of the feature table's own columns "
+                f"({', '.join(RESERVED)}): rename the column, got {show_value(problem.segment)}"
+            )
+    elif SINGLE_SERIES in columns:
+        problems.append(
+            f"'problem.segment' must be set: without it the table is one series and gets a "
+            f"{SINGLE_SERIES!r} column, which the table already has (set problem.segment: "
+            f"{SINGLE_SERIES} if it names the segments)"
+        )
+    if prepare.aggregate is not None:
+        kept = {}
+        for col, how in prepare.aggregate.items():
+            need(f"prepare.aggregate.{col}", col, None if how in ("count", "last") else numeric,
+                 columns)  # fmt: skip
+            if col == problem.segment or col in time.columns:
+                problems.append(
+                    f"'prepare.aggregate.{col}' must not aggregate the segment or time column "
+                    f"(rows are grouped by them), got {show_value(how)}"
+                )
+            kept[col] = "integer" if how == "count" else columns.get(col, "number")
+        after = {k: v for k, v in columns.items() if k in time.columns or k == problem.segment}
+        after.update(kept)
+        for key, column in [("problem.target", problem.target)] + [
+            (f"features.exogenous[{i}]", c) for i, c in enumerate(params.features.exogenous)
+        ]:
+            if column in columns and column not in kept:
+                reported.add(key)
+                problems.append(
+                    f"'{key}' must be a column prepare.aggregate keeps ({', '.join(kept)}): "
+                    f"add it there (for example {column}: sum), got {show_value(column)}"
+                )
+        columns = after
+    need("problem.target", problem.target, numeric, columns)
+    for i, col in enumerate(params.features.exogenous):
+        need(f"features.exogenous[{i}]", col, numeric, columns)
+    for col in params.prepare.fill_values:
+        if col not in columns:
+            problems.append(
+                f"'prepare.fill_values.{col}' must name a column of the prepared panel "
+                f"({', '.join(columns)}), got {show_value(col)}"
+            )
+    return list(dict.fromkeys(problems))
+
+
+def _after(prepare: Any) -> str:
+    steps = [s for s in ("wide", "aggregate") if getattr(prepare, s) is not None]
+    return f", followed through prepare.{' and prepare.'.join(steps)}" if steps else ""
 
 
 def _inside(path: Path, root: Path) -> bool:
@@ -370,7 +478,7 @@ def check_params(params: Params, file: str = "params.yaml") -> dict:
     problems = hyperparameter_problems(params.train) + key_column_problems(params)
     if problems:
         raise ParamsError(f"{file}: {'; '.join(problems)}")
-    contract = load_contract(params.paths.contract)
+    contract = load_contract(params.paths.contract, calendar=params.problem.calendar)
     problems = contract_column_problems(params, contract, params.paths.contract)
     problems += path_problems(params)
     problems += source_problems(params)

@@ -5,11 +5,12 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
-from ..core.config import ProblemSpec, SourceSpec
-from ..core.periods import format_period, period_index
+from ..core.config import ProblemSpec, SourceSpec, TimeSpec
 from ..data.sources import parse_table, provenance, read_source
+from ..data.timeaxis import time_index
 
 logger = logging.getLogger(__name__)
 
@@ -33,9 +34,11 @@ def collect(
     ) as raw:
         frame = parse_table(raw, require_final_newline=source.require_final_newline)
         record = provenance(raw, frame, source.name, source.licence)
-    record["time_span"] = time_span(frame, problem.time.year_column, problem.time.month_column)
-    seg = problem.segment
-    record["segments"] = int(frame[seg].nunique()) if seg in frame.columns else None
+    record["time_span"] = time_span(frame, problem.time)
+    seg = problem.segment  # a wide table or a single series has no segment column yet
+    record["segments"] = (
+        int(frame[seg].nunique()) if seg is not None and seg in frame.columns else None
+    )
     logger.info(
         "collected %d rows x %d columns from %s (%d bytes, sha256 %s...)",
         len(frame),
@@ -47,16 +50,22 @@ def collect(
     return frame, record
 
 
-def time_span(frame: pd.DataFrame, ycol: str, mcol: str) -> dict | None:
-    """First and last period, when the time columns are readable (validate checks them)."""
+def time_span(frame: pd.DataFrame, time: TimeSpec) -> dict | None:
+    """First and last period and the number of distinct periods, in the calendar of
+    ``time``, over the rows whose time is readable; ``None`` when a time column is absent
+    or no row is readable (validate names them)."""
+    if any(c not in frame.columns for c in time.columns):
+        return None
     try:
-        index = period_index(pd.to_numeric(frame[ycol]), pd.to_numeric(frame[mcol])).dropna()
-    except (KeyError, ValueError, TypeError):
+        ok, index = time_index(frame, time)
+    except (ValueError, TypeError, OverflowError):
         return None
-    if index.empty:
+    periods = index[ok]
+    if not len(periods):
         return None
+    cal = time.calendar
     return {
-        "first": format_period(index.min()),
-        "last": format_period(index.max()),
-        "months": int(index.nunique()),
+        "first": cal.format(periods.min()),
+        "last": cal.format(periods.max()),
+        "periods": int(len(np.unique(periods))),
     }

@@ -9,7 +9,7 @@ import pandas as pd
 
 from ..core.config import DriftSpec
 from ..core.errors import ParamsError
-from ..core.periods import T, parse_period
+from ..core.periods import Calendar, T
 from ..monitoring.drift import compare
 from ..monitoring.reference import drift_thresholds, monitored_frame
 
@@ -17,16 +17,29 @@ logger = logging.getLogger(__name__)
 
 
 def drift(
-    features: pd.DataFrame, model: Any, columns: list[str], reference: dict, spec: DriftSpec
+    features: pd.DataFrame,
+    model: Any,
+    columns: list[str],
+    reference: dict,
+    spec: DriftSpec,
+    calendar: Calendar,
 ) -> tuple[dict, pd.DataFrame]:
-    """The drift report of the window ``spec.current_start..current_end``, and its plot table."""
-    start, end = parse_period(spec.current_start), parse_period(spec.current_end)
+    """The drift report of the window ``spec.current_start..current_end``, and its plot table.
+
+    ``calendar`` (``problem.calendar``) reads the window's periods.
+    """
+    start, end = calendar.parse(spec.current_start), calendar.parse(spec.current_end)
     current = features[features[T].between(start, end)].reset_index(drop=True)
     if current.empty:
+        span = (
+            f"{calendar.format(features[T].min())}..{calendar.format(features[T].max())}"
+            if len(features)
+            else "nothing"
+        )
         raise ParamsError(
             f"params keys 'drift.current_start/current_end': the drift window "
             f"{spec.current_start}..{spec.current_end} holds no rows of the feature table "
-            f"(which spans {features['period'].min()}..{features['period'].max()})."
+            f"(which spans {span})."
         )
     frame, _, _ = monitored_frame(current, columns, model.predict(current[columns]))
     report = compare(reference, frame, drift_thresholds(spec))

@@ -13,6 +13,7 @@ from ..core.errors import DataError
 from ..core.periods import PERIOD, PREDICTION, TARGET, WINDOW, T
 from ..modelling.evaluation import gain_pct, gate, per_segment, score_rules
 from ..modelling.metrics import scores
+from ..modelling.model import with_unit
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +41,7 @@ def evaluate(
     baseline_name: str = "metrics/baseline.json",
 ) -> Evaluation:
     """Score ``model`` on the test rows of ``features`` beside the best rule of ``baseline``."""
-    seg, metric = params.problem.segment, params.problem.metric
+    seg, metric = params.problem.segment_column, params.problem.metric
     missing = [k for k in ("best_rule", "best") if k not in baseline]
     if missing:
         raise DataError(
@@ -78,12 +79,13 @@ def evaluate(
         "segments": int(len(by_seg)),
         "per_segment": by_seg.round(4).to_dict(orient="records"),
     }
+    unit = params.problem.unit if metric in UNIT_METRICS else None
     logger.info(
-        "model %s %.3f vs best rule %s %.3f: gain %.2f%%; gate %s",
+        "model %s %s vs best rule %s %s: gain %.2f%%; gate %s",
         metric,
-        model_scores[metric],
+        with_unit(model_scores[metric], unit, 3),
         best_rule,
-        rule_scores[metric],
+        with_unit(rule_scores[metric], unit, 3),
         gain,
         "passed" if passed else "FAILED: " + "; ".join(reasons),
     )
@@ -91,6 +93,8 @@ def evaluate(
 
 
 SCORE_KEYS = ("n", "mae", "rmse", "wape", "r2")
+#: The metrics in the target's unit (``problem.unit``); WAPE and R² have none.
+UNIT_METRICS = ("mae", "rmse")
 
 
 def checked_rule_scores(
@@ -148,11 +152,11 @@ def plot_tables(
         model_mae=(scored[PREDICTION] - scored[TARGET]).abs(),
         rule_mae=(scored[best_rule] - scored[TARGET]).abs(),
     )
-    monthly = err.groupby(PERIOD, sort=True)[["model_mae", "rule_mae"]].mean().round(3)
+    per_period = err.groupby(PERIOD, sort=True)[["model_mae", "rule_mae"]].mean().round(3)
     per_seg = by_seg.rename(columns={seg: "segment", "mae": "model_mae"})
     return {
         "predicted_vs_actual.csv": predicted,
-        "error_over_time.csv": monthly.reset_index(),
+        "error_over_time.csv": per_period.reset_index(),
         "error_by_segment.csv": per_seg[["segment", "model_mae", "rule_mae"]]
         .round(3)
         .sort_values("model_mae", ascending=False),

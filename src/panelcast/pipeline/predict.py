@@ -3,7 +3,7 @@
 The deployed model has the evaluated model's hyperparameters and is refit on every
 labelled period (``predict.refit: all``) or is the evaluated model itself
 (``train_window``). Its intervals are calibrated split-conformally on the last
-``predict.calibration_months`` of the training window, forecast by a model fitted
+``predict.calibration_periods`` of the training window, forecast by a model fitted
 before them; their coverage is measured on the test window with the evaluated model's
 forecasts. Everything the service needs ships with it: the model file, its metadata
 (version, schema, intervals, gate) and the recent history of every segment.
@@ -22,10 +22,10 @@ from sklearn.base import clone
 
 from ..core.config import Params
 from ..core.errors import DataError
-from ..core.periods import PREDICTION, SEGMENT_FEATURE, TARGET, WINDOW, T, format_period
-from ..modelling.features import history_length, month_index, next_period_features
+from ..core.periods import LEVEL_FEATURE, PERIOD, PREDICTION, SEGMENT_FEATURE, TARGET, WINDOW, T
+from ..modelling.features import history_length, next_period_features, period_of
 from ..modelling.intervals import conformal_offsets, coverage, interval, log_residuals
-from ..modelling.model import dumps_model
+from ..modelling.model import dumps_model, with_unit
 
 logger = logging.getLogger(__name__)
 
@@ -45,9 +45,10 @@ class Deployment:
 
 
 def source_columns(params: Params) -> list[str]:
-    """The columns of the source schema the forecasts read: key, target, exogenous."""
+    """The columns of the source schema the forecasts read: the segment (``series`` for a
+    single series), the time columns of ``problem.time``, the target and the exogenous."""
     p = params.problem
-    cols = [p.segment, p.time.year_column, p.time.month_column, p.target]
+    cols = [p.segment_column, *p.time.columns, p.target]
     return cols + [c for c in params.features.exogenous if c not in cols]
 
 
@@ -69,11 +70,11 @@ def forecast_frame(
     segment: str,
 ) -> pd.DataFrame:
     """Point forecasts and intervals for next-period feature ``rows`` with history."""
-    known = rows["log_level"].notna().to_numpy()
+    known = rows[LEVEL_FEATURE].notna().to_numpy()
     point = np.full(len(rows), np.nan)
     if known.any():
         point[known] = model.predict(rows.loc[known, columns])
-    out = pd.DataFrame({segment: rows[segment].to_numpy(), "period": rows["period"].to_numpy()})
+    out = pd.DataFrame({segment: rows[segment].to_numpy(), PERIOD: rows[PERIOD].to_numpy()})
     out[FORECAST] = point
     for level, pair in offsets.items():
         lower, upper = interval(point, pair)
@@ -92,15 +93,16 @@ def predict(
     params: Params,
 ) -> Deployment:
     """Deploy, calibrate and forecast the period after the data for every segment."""
-    spec, seg = params.predict, params.problem.segment
+    spec, problem = params.predict, params.problem
+    seg, cal, unit = problem.segment_column, problem.calendar, problem.unit
     labelled = features[features[TARGET].notna()]
     train = labelled[labelled[WINDOW] == "train"]
-    # calibration: a model fitted before the last months of the training window forecasts them
-    cut = int(train[T].max()) - spec.calibration_months
+    # calibration: a model fitted before the last periods of the training window forecasts them
+    cut = int(train[T].max()) - spec.calibration_periods
     early, late = train[train[T] <= cut], train[train[T] > cut]
     if early.empty or late.empty:
         raise DataError(
-            f"params key 'predict.calibration_months' = {spec.calibration_months} leaves "
+            f"params key 'predict.calibration_periods' = {spec.calibration_periods} leaves "
             f"{len(early)} rows to fit and {len(late)} to calibrate in the training window "
             f"{params.windows.train_start}..{params.windows.train_end}; make it shorter."
         )
@@ -110,8 +112,8 @@ def predict(
     logger.info(
         "intervals calibrated on %d residuals of %s..%s",
         len(residuals),
-        format_period(cut + 1),
-        format_period(train[T].max()),
+        cal.format(cut + 1),
+        cal.format(train[T].max()),
     )
     test_cov = coverage(
         test_predictions[TARGET].to_numpy(), test_predictions[PREDICTION].to_numpy(), offsets
@@ -128,21 +130,22 @@ def predict(
         if SEGMENT_FEATURE in features.columns
         else None
     )
-    last = int(month_index(table, params.problem).max())
-    rows = next_period_features(table, params.problem, params.features, categories, until=last)
+    table_t = period_of(table, problem)
+    last = int(table_t.max())
+    rows = next_period_features(table, problem, params.features, categories, until=last)
     out = forecast_frame(rows, deployed, columns, offsets, seg)
     out["model_version"] = version
     out["data_sha256"] = data_sha256
     missing = out.loc[out[FORECAST].isna(), seg].tolist()
     if missing:
         logger.warning(
-            "%d segment(s) have no value in their last %d periods and get no forecast: %s",
+            "%d segment(s) have no value in their last %s and get no forecast: %s",
             len(missing),
-            history_length(params.features),
+            cal.count(history_length(params.features)),
             missing[:5],
         )
     keep = history_length(params.features)
-    state = table.loc[month_index(table, params.problem) > last - keep, source_columns(params)]
+    state = table.loc[table_t > last - keep, source_columns(params)]
     state = state.reset_index(drop=True)
     gate = {
         "passed": bool(evaluation["gate_passed"]),
@@ -157,19 +160,19 @@ def predict(
         "sha256": hashlib.sha256(model_bytes).hexdigest(),
         "refit": spec.refit,
         "training_window": {
-            "start": format_period(fitted[T].min()),
-            "end": format_period(fitted[T].max()),
+            "start": cal.format(fitted[T].min()),
+            "end": cal.format(fitted[T].max()),
             "rows": int(len(fitted)),
         },
         "data_sha256": data_sha256,
-        "last_period": format_period(last),
+        "last_period": cal.format(last),
         "gate": gate,
         "features": columns,
         "feature_spec": params.features.model_dump(),
         "segment": seg,
         "segments": categories,
         "input_schema": source_columns(params),
-        "target": params.problem.target,
+        "target": problem.target,
         "history_periods": keep,
         "interval_levels": list(spec.interval_levels),
         "interval_offsets": {str(k): list(v) for k, v in offsets.items()},
@@ -177,22 +180,31 @@ def predict(
     metrics = {
         "refit": spec.refit,
         "model_version": version,
-        "forecast_period": format_period(last + 1),
+        "forecast_period": cal.format(last + 1),
         "segments": int(len(out)),
         "segments_without_forecast": len(missing),
         "calibration": {
-            "start": format_period(cut + 1),
-            "end": format_period(train[T].max()),
+            "start": cal.format(cut + 1),
+            "end": cal.format(train[T].max()),
             "residuals": int(len(residuals)),
         },
         "intervals_on_test_window": test_cov,
         "total_forecast": round(float(np.nansum(out[FORECAST])), 3),
     }
     for level, c in test_cov.items():
+        if c["coverage"] is None:
+            logger.info("%s%% interval: no observed target in the test window", level)
+            continue
         logger.info(
-            "%s%% interval: coverage %.3f on the test window (mean width %.1f)",
+            "%s%% interval: coverage %.3f on the test window (mean width %s)",
             level,
             c["coverage"],
-            c["mean_width"],
+            with_unit(c["mean_width"], unit, 1),
         )
+    logger.info(
+        "forecast of %s for %d segment(s): total %s",
+        cal.format(last + 1),
+        int(len(out)),
+        with_unit(metrics["total_forecast"], unit, 1),
+    )
     return Deployment(model_bytes, metadata, state, out, metrics)

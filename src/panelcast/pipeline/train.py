@@ -15,7 +15,7 @@ import skops
 from ..core.config import Params
 from ..core.periods import LEVEL_FEATURE, TARGET, WINDOW, T
 from ..modelling.features import feature_columns
-from ..modelling.model import dumps_model, fit_model, model_card
+from ..modelling.model import dumps_model, fit_model, model_card, with_unit
 from ..monitoring.drift import build_profile
 from ..monitoring.reference import monitored_frame, steady_state
 
@@ -34,7 +34,9 @@ class Trained:
 
 def train(features: pd.DataFrame, data_sha256: str, params: Params) -> Trained:
     """Fit on the training window of ``features``; ``data_sha256`` names the source data."""
-    cols = feature_columns(features, params.problem)
+    problem = params.problem
+    cal = problem.calendar
+    cols = feature_columns(features, problem)
     in_window = features[WINDOW] == "train"
     rows = features[in_window & features[TARGET].notna()].reset_index(drop=True)
     logger.info(
@@ -51,14 +53,15 @@ def train(features: pd.DataFrame, data_sha256: str, params: Params) -> Trained:
         params.features.scale,
         LEVEL_FEATURE,
         threads=params.compute.threads,
+        calendar=cal,
     )
     in_sample = model.predict(rows[cols])
     card = model_card(model)
     metadata = {
         "model": card,
         "features": cols,
-        "target": params.problem.target,
-        "segment": params.problem.segment,
+        "target": problem.target,
+        "segment": problem.segment_column,
         "training_window": {
             "start": params.windows.train_start,
             "end": params.windows.train_end,
@@ -75,10 +78,13 @@ def train(features: pd.DataFrame, data_sha256: str, params: Params) -> Trained:
         },
     }
     warmup = max(params.features.lags)
-    steady = steady_state(rows, params.problem.segment, warmup).to_numpy()
+    steady = steady_state(rows, problem.segment_column, warmup).to_numpy()
     monitored, numeric, categorical = monitored_frame(rows[steady], cols, in_sample[steady])
     logger.info(
-        "drift reference: %d training rows past the %d-month warm-up", int(steady.sum()), warmup
+        "drift reference: %d training rows past the %d-%s warm-up",
+        int(steady.sum()),
+        warmup,
+        cal.unit,
     )
     reference = build_profile(monitored, numeric, categorical)
     train_mae = float(np.abs(in_sample - rows[TARGET].to_numpy()).mean())
@@ -92,8 +98,8 @@ def train(features: pd.DataFrame, data_sha256: str, params: Params) -> Trained:
     if report["search"]:
         metrics["cv_mae"] = round(report["search"]["best_cv_mae"], 4)
         logger.info(
-            "best CV MAE %.2f with %s",
-            report["search"]["best_cv_mae"],
+            "best CV MAE %s with %s",
+            with_unit(report["search"]["best_cv_mae"], problem.unit),
             report["search"]["best_params"],
         )
     model_bytes = dumps_model(model)

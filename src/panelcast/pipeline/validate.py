@@ -1,14 +1,25 @@
-"""Stage validate: check the snapshot against the data contract; refuse it on any error."""
+"""Stage validate: check the snapshot against the data contract, prepare the panel, check
+the panel's completeness; refuse the snapshot on any error."""
 
 from __future__ import annotations
 
 import logging
 
+import numpy as np
 import pandas as pd
 
-from ..core.config import ProblemSpec
+from ..core.config import PrepareSpec, ProblemSpec, TimeSpec
 from ..core.errors import DataError
-from ..data.contract import Contract, check, check_completeness, format_failures, report
+from ..data.contract import (
+    Contract,
+    Failure,
+    check,
+    check_completeness,
+    format_failures,
+    read_time,
+    report,
+)
+from ..data.prepare import PrepareError, prepare
 
 logger = logging.getLogger(__name__)
 
@@ -17,25 +28,86 @@ def validate(
     frame: pd.DataFrame,
     contract: Contract,
     problem: ProblemSpec,
+    prepare_spec: PrepareSpec,
     snapshot_name: str,
     contract_name: str,
 ) -> tuple[pd.DataFrame | None, dict, str]:
-    """Check ``frame`` (column, key and time rules, then the panel's completeness with the
-    segment and time columns of ``problem``); return the validated table (``None`` when
-    refused), the report and the failures as text. The caller writes the report before
-    raising :func:`refusal`."""
-    time_columns = (problem.time.year_column, problem.time.month_column)
-    failures = check(frame, contract, time_columns)
-    failures += check_completeness(frame, contract, problem.segment, time_columns)
+    """Check the raw ``frame`` (column, key and time rules of ``contract``), turn it into
+    the panel (``prepare_spec``: filter, wide to long, aggregate, missing periods), then
+    check the panel's completeness (its segment column and the periods of
+    ``problem.time``; inserted periods count as missing).
+
+    Returns the prepared panel (``None`` when refused), the report (with a ``prepare``
+    and a ``time`` section) and the failures as text, one per line. The caller writes the
+    report before raising :func:`refusal`. The contract must be loaded in the calendar of
+    ``problem.time`` (``load_contract(path, calendar=problem.calendar)``).
+    """
+    time = problem.time
+    failures = check(frame, contract, time)
+    prepared = None
+    if not _errors(failures):
+        try:
+            prepared = prepare(frame, problem, prepare_spec)
+        except PrepareError as exc:
+            failures.append(_failure(exc))
+    if prepared is not None:
+        observed = prepared.panel
+        if prepared.inserted.any():  # completeness is about the rows the data holds
+            observed = prepared.panel.loc[~prepared.inserted]
+        failures += check_completeness(observed, contract, problem.segment_column, time)
     result = report(failures, snapshot_name, contract_name, len(frame))
+    result["prepare"] = prepared.report if prepared is not None else None
+    result["time"] = time_section(prepared.panel if prepared is not None else frame, time)
     text = format_failures(failures, snapshot_name)
-    if not result["passed"]:
+    if prepared is None or not result["passed"]:
         return None, result, text
     for line in text.splitlines():
         logger.warning(line)
-    ordered = frame.sort_values(contract.key, kind="stable").reset_index(drop=True)
-    logger.info("contract passed: %d rows, %d warning(s)", len(frame), result["warnings"])
-    return ordered, result, text
+    logger.info(
+        "contract passed: %d rows in, panel of %d rows (%d segment(s), %s), %d warning(s)",
+        len(frame),
+        len(prepared.panel),
+        prepared.report["segments"],
+        _span_text(result["time"]),
+        result["warnings"],
+    )
+    return prepared.panel, result, text
+
+
+def _errors(failures: list[Failure]) -> bool:
+    return any(f.severity == "error" for f in failures)
+
+
+def _failure(exc: PrepareError) -> Failure:
+    """A prepare problem as a contract-style failure (one line, naming the params key)."""
+    return Failure("error", exc.column, f"prepare.{exc.rule}", 1, [], str(exc))
+
+
+def time_section(frame: pd.DataFrame, time: TimeSpec) -> dict:
+    """The time axis of ``frame`` for the report: frequency, columns, first and last
+    period, number of distinct periods (``None`` figures when no time is readable)."""
+    cal = time.calendar
+    ok, index, _ = read_time(frame, time)
+    periods = index[ok]
+    section: dict = {
+        "frequency": time.frequency,
+        "unit": cal.unit,
+        "columns": list(time.columns),
+        "first": None,
+        "last": None,
+        "periods": 0,
+    }
+    if len(periods):
+        section["first"] = cal.format(periods.min())
+        section["last"] = cal.format(periods.max())
+        section["periods"] = int(len(np.unique(periods)))
+    return section
+
+
+def _span_text(section: dict) -> str:
+    if section["first"] is None:
+        return "no readable period"
+    return f"{section['first']}..{section['last']}, {section['periods']} {section['unit']}(s)"
 
 
 def refusal(result: dict, text: str, snapshot_name: str, contract_name: str) -> DataError:

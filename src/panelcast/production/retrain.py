@@ -13,7 +13,6 @@ from pathlib import Path
 
 from ..core.config import Params
 from ..core.io import read_json
-from ..core.periods import format_period, parse_period
 
 logger = logging.getLogger(__name__)
 
@@ -43,16 +42,18 @@ class Plan:
 
 
 def plan(params: Params, data_end: str) -> Plan | None:
-    """Windows that train on everything but the latest ``retrain.test_months`` months.
+    """Windows that train on everything but the latest ``retrain.test_periods`` periods of
+    ``problem.time`` (``data_end`` is the data's last period, in its text form).
 
     Returns None when the training window cannot move forward.
     """
-    end = parse_period(data_end)
-    test_start = end - params.retrain.test_months + 1
+    cal = params.problem.calendar
+    end = cal.parse(data_end)
+    test_start = end - params.retrain.test_periods + 1
     train_end = test_start - 1
-    if train_end <= parse_period(params.windows.train_end):
+    if train_end <= cal.parse(params.windows.train_end):
         return None
-    return Plan(format_period(train_end), format_period(test_start), format_period(end))
+    return Plan(cal.format(train_end), cal.format(test_start), cal.format(end))
 
 
 def _dvc(*args: str, cwd: Path) -> subprocess.CompletedProcess:
@@ -74,8 +75,8 @@ def retrain(params: Params, root: Path = Path(".")) -> dict:
     new = plan(params, data_end)
     if new is None:
         logger.info(
-            "the training window already ends %d months before the data (%s)",
-            params.retrain.test_months,
+            "the training window already ends %s before the data (%s)",
+            params.problem.calendar.count(params.retrain.test_periods),
             data_end,
         )
         return {"action": "none", "reason": "training window already at the end of the data"}

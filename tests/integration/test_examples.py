@@ -1,0 +1,190 @@
+"""Every example of ``examples/`` (another real table, pointed at by its params.yaml and
+contract.yaml alone) runs end to end with `dvc repro` in a scratch copy, as
+``make example NAME=...`` does; and each configuration mistake of the issue stops with one
+line naming the params key, never a traceback."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from panelcast.examples import available, scratch_copy
+
+from ..conftest import PIPELINE_STAGES, ROOT, run, stages_run, up_to_date
+
+pytestmark = pytest.mark.slow
+
+EXAMPLES = available(ROOT)
+#: What each example must show (shape, frequency, segments of the prepared panel).
+EXPECTED = {
+    "economics": {"frequency": "M", "segments": 1},
+    "economics_long": {"frequency": "M", "segments": 5},
+    "meat": {"frequency": "M", "segments": 7},
+    "huron": {"frequency": "Y", "segments": 1},
+    "macrodata": {"frequency": "Q", "segments": 1},
+    "co2": {"frequency": "M", "segments": 1},
+}
+#: Keys every stage's metrics file must hold (besides its own figures).
+METRIC_KEYS = {
+    "params_check": ["valid"],
+    "collect": ["sha256", "rows", "time_span"],
+    "validate": ["passed", "prepare"],
+    "features": ["rows", "features"],
+    "baseline": ["rules"],
+    "train": [],
+    "evaluate": ["model"],
+    "predict": [],
+    "drift": [],
+    "backtest": ["policies"],
+}
+
+
+def test_the_examples_are_the_documented_ones():
+    assert set(EXAMPLES) == set(EXPECTED), EXAMPLES
+    for name in EXAMPLES:
+        assert sorted(p.name for p in (ROOT / "examples" / name).iterdir()) == [
+            "contract.yaml",
+            "params.yaml",
+        ]
+
+
+@pytest.mark.parametrize("name", EXAMPLES)
+def test_example_runs_end_to_end(name, tmp_path):
+    repo = scratch_copy(ROOT, name, tmp_path / name)
+    run(["panelcast", "check"], repo)
+    proc = run(["dvc", "repro"], repo, timeout=1200)
+    assert stages_run(proc.stdout) == set(PIPELINE_STAGES), proc.stdout[-3000:]
+    assert "Traceback" not in proc.stderr
+    assert up_to_date(repo)
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    expected = EXPECTED[name]
+    assert params["problem"]["time"]["frequency"] == expected["frequency"]
+    for stage, keys in METRIC_KEYS.items():
+        path = repo / "metrics" / f"{stage}.json"
+        data = json.loads(path.read_text())
+        assert data, f"{path} is empty"
+        missing = [k for k in keys if k not in data]
+        assert not missing, f"{path} lacks {missing}: {sorted(data)}"
+    validate = json.loads((repo / "metrics" / "validate.json").read_text())
+    assert validate["passed"] is True
+    evaluate = json.loads((repo / "metrics" / "evaluate.json").read_text())
+    model_mae = evaluate["model"]["mae"]
+    assert model_mae == model_mae and model_mae >= 0  # a number, not NaN
+    forecasts = pd.read_parquet(repo / "data" / "forecasts.parquet")
+    assert len(forecasts) == expected["segments"], forecasts
+    assert forecasts["forecast"].notna().all(), forecasts
+    panel = pd.read_parquet(repo / "data" / "validated.parquet")
+    segment = params["problem"].get("segment") or "series"
+    assert panel[segment].nunique() == expected["segments"]
+    label = params["problem"].get("target_label")
+    if label:  # the label from params reaches the logs
+        assert label in proc.stderr + proc.stdout
+
+
+def _one_line_error(proc, fragment: str) -> str:
+    """The stage's error: exit code 2, one ERROR line holding ``fragment``, no traceback."""
+    output = proc.stdout + proc.stderr
+    assert proc.returncode != 0, output[-2000:]
+    assert "Traceback" not in output, output[-4000:]
+    lines = [line for line in output.splitlines() if fragment in line]
+    assert lines, f"{fragment!r} not in:\n{output[-3000:]}"
+    return lines[0]
+
+
+def _edit(repo: Path, file: str, edit) -> None:
+    path = repo / file
+    data = yaml.safe_load(path.read_text())
+    edit(data)
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+
+
+def _set(data: dict, dotted: str, value) -> None:
+    *parents, last = dotted.split(".")
+    for key in parents:
+        data = data[key]
+    data[last] = value
+
+
+#: (example, params edits, the stage that must stop, the fragment of its one-line message)
+MISTAKES = [
+    (  # a date format that does not fit the column: every time is unreadable
+        "economics",
+        {"problem.time.format": "%d/%m/%Y"},
+        "validate",
+        "time_readable",
+    ),
+    (  # a segment that is not a column
+        "economics_long",
+        {"problem.segment": "varible"},
+        "check_params",
+        "'problem.segment' must be a column of the table",
+    ),
+    (  # several rows per period and no aggregation declared
+        "co2",
+        {"prepare.aggregate": None},
+        "validate",
+        "prepare.aggregate",
+    ),
+    (  # lags longer than the history
+        "huron",
+        {"features.lags": [1, 2, 90]},
+        "validate",
+        "'features.lags' reads 90 years of history",
+    ),
+    (  # folds that do not fit the training window
+        "huron",
+        {"train.search.enabled": True, "train.search.folds": 8, "train.search.fold_periods": 10},
+        "validate",
+        "'train.search.folds' x 'train.search.fold_periods'",
+    ),
+    (  # a test window past the data
+        "macrodata",
+        {"windows.test_end": "2012-Q4"},
+        "validate",
+        "'windows.test_end' must be within",
+    ),
+    (  # a backtest validation window longer than its first training window
+        "huron",
+        {"backtest.validation_periods": 70},
+        "validate",
+        "'backtest.validation_periods' must be less than",
+    ),
+    (  # monthly params on a yearly table: year + month columns that do not exist
+        "huron",
+        {
+            "problem.time": {"frequency": "M", "year_column": "year", "period_column": "month"},
+            "windows.train_start": "1876-01",
+            "windows.train_end": "1950-12",
+            "windows.test_start": "1951-01",
+            "windows.test_end": "1972-12",
+            "drift.current_start": "1951-01",
+            "drift.current_end": "1972-12",
+            "backtest.first_train_start": "1876-01",
+            "backtest.first_train_end": "1940-12",
+            "backtest.end": "1972-12",
+        },
+        "check_params",
+        "'problem.time.period_column' must be a column of the table",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    "name,edits,stage,fragment", MISTAKES, ids=[f"{m[0]}-{m[3][:30]}" for m in MISTAKES]
+)
+def test_each_mistake_stops_with_one_line_naming_the_key(name, edits, stage, fragment, tmp_path):
+    repo = scratch_copy(ROOT, name, tmp_path / name)
+
+    def edit(data: dict) -> None:
+        for dotted, value in edits.items():
+            _set(data, dotted, value)
+
+    _edit(repo, "params.yaml", edit)
+    proc = run(["dvc", "repro", "validate"], repo, check=False)
+    line = _one_line_error(proc, fragment)
+    assert f"Running stage '{stage}'" in proc.stdout, proc.stdout
+    assert stage in line or "params.yaml" in line or "contract" in line, line

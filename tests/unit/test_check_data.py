@@ -1,0 +1,155 @@
+"""Params checked against what they name and against the prepared panel: every mistake is
+one line naming the params key, its value and what would fit."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import yaml
+
+from panelcast.core.config import params_from_dict
+from panelcast.core.errors import ParamsError
+from panelcast.data.contract import Contract
+from panelcast.pipeline.check_data import check_data, data_problems
+from panelcast.pipeline.check_params import contract_column_problems
+
+from ..conftest import ROOT, make_panel
+
+
+@pytest.fixture
+def raw() -> dict:
+    return yaml.safe_load((ROOT / "params.yaml").read_text())
+
+
+def with_(raw: dict, **dotted) -> dict:
+    data = copy.deepcopy(raw)
+    for key, value in dotted.items():
+        node = data
+        *parents, last = key.split("__")
+        for part in parents:
+            node = node[part]
+        node[last] = value
+    return data
+
+
+def small(raw: dict, **dotted):
+    """Params fitted to make_panel(years=5): 2000-01..2004-12."""
+    base = {
+        "windows": {
+            "train_start": "2000-01",
+            "train_end": "2003-12",
+            "test_start": "2004-01",
+            "test_end": "2004-12",
+        },
+        "drift": {**raw["drift"], "current_start": "2004-01", "current_end": "2004-12"},
+        "backtest": {
+            **raw["backtest"],
+            "first_train_start": "2000-01",
+            "first_train_end": "2002-12",
+            "end": "2004-12",
+        },
+        "features": {**raw["features"], "lags": [1, 2, 12], "rolling": [3], "level_window": 12},
+        "train": {**raw["train"], "search": {**raw["train"]["search"], "folds": 2}},
+        "predict": {**raw["predict"], "calibration_periods": 6},
+    }
+    data = {**copy.deepcopy(raw), **base}
+    return params_from_dict(with_(data, **dotted))
+
+
+def test_params_that_fit_the_panel_pass(raw):
+    summary = check_data(small(raw), make_panel(years=5))
+    assert summary["first_period"] == "2000-01" and summary["last_period"] == "2004-12"
+    assert summary["periods"] == 60 and summary["segments"] == 3
+
+
+@pytest.mark.parametrize(
+    "edit,fragment",
+    [
+        ({"windows__test_end": "2005-06"}, "'windows.test_end' must be within 2000-02..2004-12"),
+        (
+            {"features__lags": [1, 60]},
+            "'features.lags' reads 60 months of history, more than the 47 months",
+        ),
+        (
+            {"train__search__folds": 4},
+            "'train.search.folds' x 'train.search.fold_periods' = 4 x 12 periods do not fit",
+        ),
+        ({"predict__calibration_periods": 60}, "'predict.calibration_periods' must be less"),
+        ({"retrain__test_periods": 80}, "'retrain.test_periods' must be less than"),
+        ({"drift__current_start": "2006-01", "drift__current_end": "2006-02"}, "drift.current"),
+        ({"backtest__validation_periods": 40}, "'backtest.validation_periods' must be less"),
+        ({"backtest__end": "2007-12"}, "'backtest.end' must be within"),
+    ],
+)
+def test_each_misfit_names_the_key_and_what_fits(raw, edit, fragment):
+    with pytest.raises(ParamsError) as info:
+        check_data(small(raw, **edit), make_panel(years=5))
+    text = str(info.value)
+    assert fragment in text, text
+    assert "\n" not in text
+
+
+def test_a_panel_without_any_target_is_refused_naming_the_column(raw):
+    panel = make_panel(years=5).assign(sales=float("nan"))
+    with pytest.raises(ParamsError, match="'problem.target'.*no observed value"):
+        data_problems(small(raw), panel)
+
+
+def test_short_segments_are_a_warning_not_an_error(raw):
+    panel = make_panel(years=5)
+    late = (panel["city"] == "C") & (panel["year"] < 2004)
+    errors, warnings = data_problems(small(raw), panel[~late])
+    assert errors == []
+    assert any("C (12 months)" in w for w in warnings), warnings
+
+
+def contract(columns: dict) -> Contract:
+    return Contract.model_validate(
+        {"columns": columns, "key": [next(iter(columns))], "min_rows": 0, "extra_columns": "warn"}
+    )
+
+
+def test_columns_are_followed_through_wide_and_aggregate(raw):
+    data = with_(
+        raw,
+        problem__segment="meat",
+        problem__target="production",
+        problem__time={"frequency": "M", "column": "date"},
+        features__exogenous=[],
+        prepare__wide={"columns": ["beef", "pork"], "segment": "meat", "value": "production"},
+    )
+    wide = contract(
+        {"date": {"type": "string"}, "beef": {"type": "number"}, "pork": {"type": "number"}}
+    )
+    assert contract_column_problems(params_from_dict(data), wide, "c.yaml") == []
+    wrong = with_(data, problem__segment="kind")
+    problems = contract_column_problems(params_from_dict(wrong), wide, "c.yaml")
+    assert any("'problem.segment' must be 'meat'" in p for p in problems), problems
+    events = with_(
+        raw,
+        problem__time={"frequency": "M", "column": "at"},
+        problem__target="amount",
+        features__exogenous=["amount_missing"],
+        prepare__aggregate={"amount": "sum"},
+    )
+    table = contract(
+        {"at": {"type": "datetime"}, "city": {"type": "string"}, "amount": {"type": "number"},
+         "amount_missing": {"type": "number"}}
+    )  # fmt: skip
+    problems = contract_column_problems(params_from_dict(events), table, "c.yaml")
+    assert problems == [
+        "'features.exogenous[0]' must be a column prepare.aggregate keeps (amount): add it "
+        "there (for example amount_missing: sum), got 'amount_missing'"
+    ], problems
+
+
+def test_a_reserved_segment_name_and_a_text_target_are_refused(raw):
+    table = contract(
+        {"city": {"type": "string"}, "year": {"type": "integer"}, "month": {"type": "integer"},
+         "sales": {"type": "string"}, "period": {"type": "string"}}
+    )  # fmt: skip
+    params = params_from_dict(with_(raw, problem__segment="period", features__exogenous=[]))
+    problems = contract_column_problems(params, table, "c.yaml")
+    assert any("must not be one of the feature table's own columns" in p for p in problems)
+    assert any("'problem.target' must be a column of type integer or number" in p for p in problems)
