@@ -7,7 +7,7 @@ generator):
 - start to ready: from starting `panelcast serve --workers 2` to the first 200 of
   ``/v2/health/ready``;
 - requests/s and p50/p99 latency of single-segment ``POST /predict`` requests (one row
-  in the source schema: a city's latest month) at concurrency 1, 8 and 32, a fixed
+  in the source schema: a segment's latest period) at concurrency 1, 8 and 32, a fixed
   number of requests each after a warm-up;
 - MLServer 1.7.1 (adaptive batching, ``max_batch_size`` and ``max_batch_time`` set to
   ``serve.batch_max_rows`` and ``serve.batch_window_ms``) serving the same model file
@@ -97,7 +97,7 @@ class PanelcastRuntime(MLModel):
         frame = PandasCodec.decode_request(payload)[self.features]
         names = [v.decode() if isinstance(v, bytes) else v for v in frame["segment"]]
         frame["segment"] = pd.Categorical(names, categories=self.categories)
-        frame["month_of_year"] = frame["month_of_year"].astype("int64")
+        frame["season_position"] = frame["season_position"].astype("int64")
         forecast = self.model.predict(frame)
         return InferenceResponse(
             model_name=self.name,
@@ -208,19 +208,29 @@ def repo_bundle(work: Path) -> tuple[Path, str]:
     return params_file, "no deployed model in the repository: one built from the real data"
 
 
-def single_segment_rows(params_file: Path) -> list[dict]:
-    """Each city's latest stored month, as a request row."""
-    from panelcast.core.config import load_params
-
-    params = load_params(params_file)
-    state = pd.read_parquet(Path(params_file).parent / params.paths.serving_state)
-    seg = params.problem.segment
-    latest = state.sort_values(["year", "month"]).groupby(seg).tail(1)
+def request_rows(state: pd.DataFrame, params) -> list[dict]:
+    """Each segment's latest stored period as a JSON request row (a date column written in
+    the declared format)."""
+    problem = params.problem
+    time = problem.time
+    latest = state.sort_values(list(time.columns)).groupby(problem.segment_column).tail(1)
+    if time.column is not None:
+        fmt = time.format or "%Y-%m-%d %H:%M:%S"
+        latest = latest.assign(**{time.column: latest[time.column].dt.strftime(fmt)})
     latest = latest.astype(object).where(latest.notna(), None)
     return [
         {k: (v.item() if hasattr(v, "item") else v) for k, v in r.items()}
         for r in latest.to_dict(orient="records")
     ]
+
+
+def single_segment_rows(params_file: Path) -> list[dict]:
+    """Each segment's latest stored period, as a request row."""
+    from panelcast.core.config import load_params
+
+    params = load_params(params_file)
+    state = pd.read_parquet(Path(params_file).parent / params.paths.serving_state)
+    return request_rows(state, params)
 
 
 def synthetic_bundle(work: Path, segments: int = 10_000) -> tuple[Path, list[dict]]:
@@ -236,7 +246,7 @@ def synthetic_bundle(work: Path, segments: int = 10_000) -> tuple[Path, list[dic
     )
     rng = np.random.default_rng(0)
     state = pd.read_parquet(params.paths.serving_state)
-    seg = params.problem.segment
+    seg = params.problem.segment_column
     cities = sorted(state[seg].unique())
     names = [f"Town {i:05d}" for i in range(segments)]
     parts = []
@@ -254,13 +264,7 @@ def synthetic_bundle(work: Path, segments: int = 10_000) -> tuple[Path, list[dic
         set(contract["columns"][seg]["allowed"]) | set(names)
     )
     Path(params.paths.contract).write_text(yaml.safe_dump(contract, sort_keys=False))
-    latest = synthetic.sort_values(["year", "month"]).groupby(seg).tail(1)
-    latest = latest.astype(object).where(latest.notna(), None)
-    rows = [
-        {k: (v.item() if hasattr(v, "item") else v) for k, v in r.items()}
-        for r in latest.to_dict(orient="records")
-    ]
-    return params_file, rows
+    return params_file, request_rows(synthetic, params)
 
 
 # --------------------------------------------------------------------------- MLServer
@@ -316,7 +320,7 @@ def feature_payloads(params_file: Path, rows: list[dict]) -> tuple[list[bytes], 
                         "data": [fast.names[int(value)]],
                     }
                 )
-            elif name == "month_of_year":
+            elif name == "season_position":
                 inputs.append(
                     {"name": name, "datatype": "INT64", "shape": [1], "data": [int(value)]}
                 )
@@ -429,6 +433,8 @@ def main() -> None:
     scale = 0.2 if args.quick else 1.0
     plan = [(1, int(1000 * scale)), (8, int(4000 * scale)), (32, int(8000 * scale))]
     print(f"machine: {os.cpu_count()} cores, load average before: {os.getloadavg()}")
+    from panelcast.core.config import load_params
+
     work = Path(tempfile.mkdtemp(prefix="panelcast-serve-bench-"))
     results: dict = {"runs": []}
     try:
@@ -508,7 +514,8 @@ def main() -> None:
             assert statuses == {200}, answer
             assert len(answer["forecasts"]) == len(synth_rows)
             seg_times = []
-            names = [r["city"] for r in synth_rows]
+            seg = load_params(synth_params).problem.segment_column
+            names = [r[seg] for r in synth_rows]
             for _ in range(3):
                 started = time.perf_counter()
                 request(server.url + "/predict", "POST", {"segments": names}, timeout=120)

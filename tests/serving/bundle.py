@@ -21,6 +21,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import yaml
 
 from ..conftest import ROOT, apply_dotted
@@ -77,8 +79,9 @@ def write_params(dest: Path, data: dict) -> Path:
     return path
 
 
-def build_bundle(dest: Path, updates: dict | None = None, table=None):
-    """Fit and deploy a model on the real data (or ``table``) into ``dest``; returns the
+def build_bundle(dest: Path, updates: dict | None = None, table=None, contract=None):
+    """Fit and deploy a model on the real data (or ``table``, a prepared panel, with
+    ``contract``, a mapping written as its ``contract.yaml``) into ``dest``; returns the
     params file, the params and the validated table."""
     from panelcast.core.config import load_params
     from panelcast.core.io import write_bytes, write_json, write_parquet
@@ -94,14 +97,19 @@ def build_bundle(dest: Path, updates: dict | None = None, table=None):
 
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
-    (dest / "contract.yaml").write_text((ROOT / "contract.yaml").read_text())
+    if contract is None:
+        (dest / "contract.yaml").write_text((ROOT / "contract.yaml").read_text())
+    else:
+        (dest / "contract.yaml").write_text(yaml.safe_dump(contract, sort_keys=False))
     params_file = write_params(dest, bundle_params(dest, {**FAST, **(updates or {})}))
     params = load_params(params_file)
     if table is None:
         raw, record = collect(params.source, params.problem)
         sha = record["source"]["sha256"] if "source" in record else record["sha256"]
-        contract = load_contract(params.paths.contract)
-        table, report, text = validate(raw, contract, params.problem, "snapshot", "contract")
+        rules = load_contract(params.paths.contract, params.problem.calendar)
+        table, report, text = validate(
+            raw, rules, params.problem, params.prepare, "snapshot", "contract"
+        )
         assert table is not None, text
     else:
         sha = "0" * 64
@@ -242,3 +250,131 @@ def copy_bundle(source_params_file: Path, dest: Path, updates: dict | None = Non
     apply_dotted(data, updates or {})
     data["paths"] = {k: str(dest / v) for k, v in PATH_FILES.items()}
     return write_params(dest, data)
+
+
+# --------------------------------------------------------------------------- other time axes
+
+
+#: Fast settings of the synthetic bundles: their gate is not the point (WAPE up to 100%).
+SYNTHETIC = {"evaluate.gate.max_wape": 1.0, "problem.named_periods": []}
+
+
+def daily_case(frequency: str = "D", contract_type: str = "string") -> dict:
+    """A single series (no segment column) with a date column written ``%d/%m/%Y``: daily
+    electricity load with a weekly season (or the same per week for ``W``); the prepared
+    panel, its params updates and its contract."""
+    rng = np.random.default_rng(11)
+    if frequency == "D":
+        dates = pd.date_range("2019-01-01", "2022-12-31", freq="D")
+        season = 200 * np.sin(2 * np.pi * dates.day_of_week.to_numpy() / 7)
+        windows = ("2019-03-01", "2022-06-30", "2022-07-01", "2022-12-31")
+        backtest = ("2019-03-01", "2021-12-31", "2022-12-31")
+    else:  # weeks start on Monday (the calendar's weeks)
+        dates = pd.date_range("2012-01-02", "2022-12-26", freq="W-MON")
+        season = 200 * np.sin(2 * np.pi * dates.isocalendar().week.to_numpy(float) / 52)
+        windows = ("2013-01-07", "2020-12-28", "2021-01-04", "2022-12-26")
+        backtest = ("2013-01-07", "2017-12-25", "2022-12-26")
+    n = len(dates)
+    temp = 15 + 10 * np.sin(2 * np.pi * np.arange(n) / 365.25) + rng.normal(0, 2, n)
+    load = 1000 + season + np.arange(n) * 0.2 - 5 * temp + rng.normal(0, 30, n)
+    load[rng.random(n) < 0.02] = np.nan
+    table = pd.DataFrame(
+        {
+            "series": "load",
+            "date": dates.to_numpy(dtype="datetime64[ns]"),
+            "load": load.round(1),
+            "temp": temp.round(2),
+        }
+    )
+    updates = {
+        **SYNTHETIC,
+        "problem.segment": None,
+        "problem.time": {"frequency": frequency, "column": "date", "format": "%d/%m/%Y"},
+        "problem.target": "load",
+        "problem.target_label": "Electricity load",
+        "problem.unit": "MWh",
+        "features.exogenous": ["temp"],
+        "windows.train_start": windows[0],
+        "windows.train_end": windows[1],
+        "windows.test_start": windows[2],
+        "windows.test_end": windows[3],
+        "drift.current_start": windows[2],
+        "drift.current_end": windows[3],
+        "backtest.first_train_start": backtest[0],
+        "backtest.first_train_end": backtest[1],
+        "backtest.end": backtest[2],
+    }
+    contract = {
+        "key": ["date"],
+        "min_rows": 1,
+        "extra_columns": "error",
+        "time": {"no_future": True},
+        "columns": {
+            "date": {"type": contract_type},
+            "load": {"type": "number", "nullable": True, "min": 0, "max": 100000},
+            "temp": {"type": "number", "nullable": True, "min": -60, "max": 60},
+        },
+    }
+    return {"table": table, "updates": updates, "contract": contract}
+
+
+REGIONS = ["Central", "East", "North", "South", "West"]
+
+
+def quarterly_case() -> dict:
+    """Five regions, quarterly sales in year + quarter columns (1990-Q1..2019-Q4)."""
+    rng = np.random.default_rng(12)
+    parts = []
+    for k, region in enumerate(REGIONS):
+        t = np.arange(1990 * 4, 2020 * 4)
+        quarter = t % 4 + 1
+        level = 500 * (k + 1) * (1 + 0.005 * (t - t[0]))
+        sales = (
+            level * (1 + 0.15 * np.sin(2 * np.pi * quarter / 4)) * rng.lognormal(0, 0.05, len(t))
+        )
+        price = 100 + 0.3 * (t - t[0]) + rng.normal(0, 2, len(t))
+        parts.append(
+            pd.DataFrame(
+                {
+                    "region": region,
+                    "year": t // 4,
+                    "quarter": quarter,
+                    "sales": sales.round(1),
+                    "price": price.round(2),
+                }
+            )
+        )
+    table = pd.concat(parts, ignore_index=True)
+    table.loc[rng.random(len(table)) < 0.02, "price"] = np.nan
+    updates = {
+        **SYNTHETIC,
+        "problem.segment": "region",
+        "problem.time": {"frequency": "Q", "year_column": "year", "period_column": "quarter"},
+        "problem.target": "sales",
+        "problem.target_label": "Regional sales",
+        "problem.unit": "units",
+        "features.exogenous": ["price"],
+        "windows.train_start": "1993-Q1",
+        "windows.train_end": "2015-Q4",
+        "windows.test_start": "2016-Q1",
+        "windows.test_end": "2019-Q4",
+        "drift.current_start": "2016-Q1",
+        "drift.current_end": "2019-Q4",
+        "backtest.first_train_start": "1993-Q1",
+        "backtest.first_train_end": "2005-Q4",
+        "backtest.end": "2019-Q4",
+    }
+    contract = {
+        "key": ["region", "year", "quarter"],
+        "min_rows": 1,
+        "extra_columns": "error",
+        "time": {"no_future": True},
+        "columns": {
+            "region": {"type": "string", "allowed": REGIONS},
+            "year": {"type": "integer", "min": 1900, "max": 2100},
+            "quarter": {"type": "integer", "min": 1, "max": 4},
+            "sales": {"type": "number", "nullable": True, "min": 0, "max": 1000000},
+            "price": {"type": "number", "nullable": True, "min": 0, "max": 10000},
+        },
+    }
+    return {"table": table, "updates": updates, "contract": contract}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from threadpoolctl import threadpool_limits
 
-from .bundle import Server, build_bundle
+from .bundle import Server, build_bundle, daily_case, quarterly_case
 
 
 def _build(tmp_path_factory, name: str, updates: dict | None = None):
@@ -52,3 +52,30 @@ def server(bundle):
         yield srv
     finally:
         srv.stop()
+
+
+def _build_case(tmp_path_factory, name: str, case: dict):
+    dest = tmp_path_factory.mktemp(name)
+    with threadpool_limits(limits=1):
+        params_file, params, table = build_bundle(
+            dest, case["updates"], table=case["table"], contract=case["contract"]
+        )
+    return {"dir": dest, "params_file": params_file, "params": params, "table": table}
+
+
+@pytest.fixture(scope="session")
+def daily_bundle(tmp_path_factory):
+    """A single daily series with a date column written ``%d/%m/%Y`` (no segment column)."""
+    return _build_case(tmp_path_factory, "daily", daily_case("D"))
+
+
+@pytest.fixture(scope="session")
+def weekly_bundle(tmp_path_factory):
+    """A single weekly series whose contract declares the date column ``datetime``."""
+    return _build_case(tmp_path_factory, "weekly", daily_case("W", contract_type="datetime"))
+
+
+@pytest.fixture(scope="session")
+def quarterly_bundle(tmp_path_factory):
+    """Five regions, quarterly, in year + quarter columns."""
+    return _build_case(tmp_path_factory, "quarterly", quarterly_case())

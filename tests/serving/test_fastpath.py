@@ -108,7 +108,7 @@ def test_compiled_model_equals_predict_with_missing_values(forecaster, n):
     rows[:, fast.features.index(SEGMENT_FEATURE)] = X[rng.integers(0, len(X), n)][
         :, fast.features.index(SEGMENT_FEATURE)
     ]
-    rows[:, fast.features.index("month_of_year")] = rng.integers(1, 13, n)
+    rows[:, fast.features.index("season_position")] = rng.integers(1, 13, n)
     expected = forecaster.model.predict(fast.as_frame(rows))
     assert np.array_equal(fast.compiled.predict(rows), expected, equal_nan=True)
 

@@ -210,6 +210,10 @@ def test_malformed_requests_are_400(server, body, field, rule):
             {"inputs": [{"name": "year", "datatype": "INT64", "shape": [1], "data": ["2015"]}]},
             "inputs[0].data[0]",
         ),
+        (  # segments only, but not names
+            {"inputs": [{"name": "city", "datatype": "INT64", "shape": [2], "data": [None, 0]}]},
+            "inputs[0].data[0]",
+        ),
     ],
 )
 def test_inference_protocol_errors_are_400(server, change, field):

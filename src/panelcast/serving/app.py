@@ -3,13 +3,15 @@
 Routes (Open Inference Protocol v2 where it has one):
 
 - ``GET /v2/health/live``, ``GET /v2/health/ready`` (200 once the model is loaded and
-  has forecast once), ``GET /v2/models/panelcast`` (version, training window, gate,
-  features, input schema, interval levels), ``GET /v2/models/panelcast/ready``;
+  has forecast once; it names the segment column), ``GET /v2/models/panelcast`` (version,
+  training window, gate, features, input schema, interval levels, the segment column, the
+  time axis and its frequency, the target's label and unit), ``GET /v2/models/panelcast/ready``;
 - ``POST /predict`` (``rows`` in the source schema and/or ``segments``) and
   ``POST /v2/models/panelcast/infer`` (named columns): each segment's next-period
   forecast with its interval bounds and the model version, the same digits as
   ``panelcast predict`` (both read :mod:`panelcast.serving.protocol`);
-- ``GET /forecasts/{segment}``: the predict stage's batch forecast of a segment;
+- ``GET /forecasts/{segment}``: the predict stage's batch forecast of a segment (a single
+  series is named after its target);
 - ``GET /metrics`` (Prometheus text), ``POST /admin/reload`` (loopback clients only).
 
 A request's rows are checked with the data contract and forecast through the
@@ -288,9 +290,8 @@ class Service:
         if rows:
             arrays = fast.rows_from_records(rows)
             if arrays is None:  # not plainly valid: the data contract says what is wrong
-                frame = records_frame(rows)
                 try:
-                    fc.validate_rows(frame)
+                    frame = fc.validate_rows(records_frame(rows))
                 except UnknownSegmentError as exc:
                     raise ClientError(
                         404, str(exc), [detail(fc.segment, "known_segment", exc.segments)]
@@ -408,7 +409,7 @@ async def answer_predict(
     payload = {
         "model_name": "panelcast",
         "model_version": loaded.version,
-        "forecasts": forecast_records(result, service.params.problem.segment),
+        "forecasts": forecast_records(result, service.params.problem.segment_column),
     }
     return 200, dumps(payload), loaded.version
 
@@ -418,7 +419,7 @@ async def answer_infer(
 ) -> tuple[int, bytes, str]:
     """``POST /v2/models/panelcast/infer`` (Open Inference Protocol v2)."""
     loaded = service.current
-    seg = service.params.problem.segment
+    seg = service.params.problem.segment_column
     try:
         rows, segments, rid = infer_request(parse_json(body), service.max_rows, seg)
         result = await service.forecast(loaded, rows, segments, ticket)
@@ -504,6 +505,8 @@ def model_metadata(loaded: Loaded) -> dict:
     outputs += [
         {"name": n, "datatype": "FP64", "shape": [-1]} for n in ["forecast", *fc.fast.bound_names]
     ]
+    problem = fc.params.problem
+    time_spec = problem.time
     return {
         "name": meta.get("name", "panelcast"),
         "versions": [fc.version],
@@ -518,8 +521,18 @@ def model_metadata(loaded: Loaded) -> dict:
         "features": meta.get("features"),
         "input_schema": meta.get("input_schema"),
         "segment": fc.segment,
+        "single_series": problem.single_series,
         "segments": len(fc.segments),
         "target": meta.get("target"),
+        "target_label": problem.label,
+        "unit": problem.unit,
+        "time": {
+            "frequency": time_spec.frequency,
+            "unit": problem.calendar.unit,
+            "columns": list(time_spec.columns),
+            "format": time_spec.format,
+            "season_length": problem.calendar.season_length,
+        },
         "interval_levels": meta.get("interval_levels"),
         "refit": meta.get("refit"),
         "data_sha256": meta.get("data_sha256"),
@@ -628,7 +641,7 @@ def create_app(
     """The ASGI application. Without ``loaded`` it loads the deployed model at start-up
     (raising what :func:`load_bundle` raises); with it, that model is served."""
     service = Service(params, allow_failed_gate, loaded, metrics)
-    seg = params.problem.segment
+    seg = params.problem.segment_column
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -656,7 +669,7 @@ def create_app(
     @app.get("/v2/health/ready")
     async def ready() -> Response:
         if service.ready:
-            return json_response({"ready": True, "model_version": service.version})
+            return json_response({"ready": True, "model_version": service.version, "segment": seg})
         return json_response({"ready": False}, 503)
 
     @app.get("/v2/models/panelcast")

@@ -12,23 +12,38 @@ requests; ``next_period_features`` stays the single definition of a feature.
 
 Request rows reach the fast path in two ways: :meth:`FastPath.rows_from_records` reads
 parsed JSON rows that are plainly valid (every column present, the right Python types,
-within the contract's ranges, known segments, unique periods, nothing in the future),
-and answers ``None`` for anything else, which then takes the contract's own
+within the contract's ranges, known segments, a readable time, unique periods, nothing in
+the future), and answers ``None`` for anything else, which then takes the contract's own
 :func:`panelcast.data.contract.check` (its failures are what a client is told);
 :meth:`FastPath.rows_from_frame` reads a frame that passed it.
+
+Time is read as ``problem.time`` declares it: year (+ month, quarter or ISO week) integers
+row by row (the commonest case, kept cheap), or a date/datetime column parsed once per
+request with :func:`panelcast.data.timeaxis.parse_datetimes` (vectorised, the parser the
+contract uses, so both read a text the same way). For a single series (no
+``problem.segment``) a row may omit the ``series`` column; its one segment is the target.
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import logging
 import math
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
-from ..core.periods import LEVEL_FEATURE, SEASON_FEATURE, SEGMENT_FEATURE, current_period
-from ..modelling.features import history_length, month_index, window_features
+from ..core.periods import (
+    LEVEL_FEATURE,
+    PERIODS_PER_YEAR,
+    SEASON_FEATURE,
+    SEGMENT_FEATURE,
+)
+from ..data.timeaxis import parse_datetimes, time_index
+from ..modelling.features import history_length, period_of, window_features
 from ..modelling.intervals import interval
 from .compiled import CompiledModel
 
@@ -39,6 +54,15 @@ if TYPE_CHECKING:
 NONE = np.iinfo(np.int64).min
 #: Python ints beyond this are read through the contract's path (exact floats only here).
 EXACT_INT = 2**53
+#: Seconds the current period is reused for the ``no_future`` rule (a stale value is
+#: earlier, hence stricter: a row it refuses takes the contract's path).
+NOW_SECONDS = 1.0
+#: Date texts whose period the fast path remembers (with a declared format, a text is read
+#: the same way in any request; the memory is emptied when full).
+DATE_CACHE = 65_536
+_MONDAY = dt.date(1970, 1, 5)  # week 0 of the weekly calendar
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -91,6 +115,8 @@ class FastPath:
         fc = forecaster
         params = fc.params
         self.problem, self.spec = params.problem, params.features
+        self.time, self.calendar = params.problem.time, params.problem.calendar
+        self.season_length = self.calendar.season_length
         self.width = history_length(self.spec)
         self.names = list(fc.segments)
         self.index = {name: i for i, name in enumerate(self.names)}
@@ -114,8 +140,8 @@ class FastPath:
     # ------------------------------------------------------------------ stored history
 
     def _state_arrays(self, state: pd.DataFrame) -> None:
-        seg = state[self.problem.segment].astype(str).to_numpy()
-        t = month_index(state, self.problem).to_numpy(dtype=np.int64)
+        seg = state[self.problem.segment_column].astype(str).to_numpy()
+        t = period_of(state, self.problem).to_numpy(dtype=np.int64)
         idx = np.array([self.index.get(s, -1) for s in seg], dtype=np.intp)
         known = idx >= 0  # state rows of segments the model does not know are never read
         idx, t = idx[known], t[known]
@@ -134,15 +160,29 @@ class FastPath:
 
     def _contract_rules(self, fc: Forecaster) -> None:
         rules = fc.contract.columns
-        seg, year, month = (
-            self.problem.segment,
-            self.problem.time.year_column,
-            self.problem.time.month_column,
-        )
-        self.segment_column, self.year_column, self.month_column = seg, year, month
-        allowed = rules[seg].allowed if seg in rules else None
-        seg_type = rules[seg].type if seg in rules else None
-        self.fast_ok = seg_type == "string" and set(self.inputs) == set(rules)
+        problem, time_spec = self.problem, self.time
+        seg = problem.segment_column
+        self.segment_column = seg
+        self.single = problem.single_series
+        #: the segment of a row without one (a single series: the target's name)
+        self.default_segment = problem.target if self.single else None
+        self.date_column, self.date_format = time_spec.column, time_spec.format
+        fmt = time_spec.format
+        # without a format, pandas infers one from a request's first date: no memory then
+        # (nor with UTC offsets, which one request must not mix)
+        remember = fmt is not None and "%z" not in fmt and "%Z" not in fmt
+        self.date_cache: dict[str, int] | None = {} if remember else None
+        self.year_column, self.period_column = time_spec.year_column, time_spec.period_column
+        frequency = time_spec.frequency
+        self.per_year = PERIODS_PER_YEAR.get(frequency) if self.period_column else None
+        self.weekly = frequency == "W" and self.period_column is not None
+        if self.single:  # the series column is the service's own, not the source's
+            seg_ok, allowed = seg not in rules, None
+        else:
+            seg_ok = seg in rules and rules[seg].type == "string"
+            allowed = rules[seg].allowed if seg in rules else None
+        required = [c for c in self.inputs if not (self.single and c == seg)]
+        self.fast_ok = seg_ok and set(required) == set(rules)
         self.allowed = set(allowed) if allowed is not None else None
         self.no_future = fc.contract.time.no_future
         self.num_rules = {}
@@ -150,6 +190,10 @@ class FastPath:
             if name == seg or name not in rules:
                 continue
             r = rules[name]
+            if name == self.date_column:  # read as a date below, whatever its values' type
+                if r.type not in ("string", "datetime") or r.allowed is not None:
+                    self.fast_ok = False
+                continue
             if r.type not in ("integer", "number"):
                 self.fast_ok = False
                 continue
@@ -159,6 +203,22 @@ class FastPath:
                 lo, hi = max(lo, -float(r.max_abs)), min(hi, float(r.max_abs))
             self.num_rules[name] = (r.type == "integer", r.nullable, lo, hi)
         self.input_set = frozenset(self.inputs)
+        self.required_set = frozenset(required)
+        self._now_value, self._now_until = 0, -math.inf
+        if not self.fast_ok:
+            logger.info(
+                "request rows are read through the data contract's check only (its column "
+                "rules for %s do not allow the fast reader)",
+                required,
+            )
+
+    def current_period(self) -> int:
+        """The period that holds now (recomputed at most every :data:`NOW_SECONDS`)."""
+        clock = time.monotonic()
+        if clock >= self._now_until:
+            self._now_value = self.calendar.current()
+            self._now_until = clock + NOW_SECONDS
+        return self._now_value
 
     def rows_from_records(self, records: list[dict]) -> RequestRows | None:
         """Arrays of JSON rows that plainly pass the contract; ``None`` if any row may not
@@ -170,14 +230,19 @@ class FastPath:
         t = np.empty(n, dtype=np.int64)
         values = np.empty((n, len(cols)))
         index, allowed, rules = self.index, self.allowed, self.num_rules
-        segment, year_col, month_col = self.segment_column, self.year_column, self.month_column
+        segment, default = self.segment_column, self.default_segment
+        year_col, period_col, per_year = self.year_column, self.period_column, self.per_year
+        date_col, weekly = self.date_column, self.weekly
         n_inputs, inputs = len(self.input_set), self.input_set
-        now = current_period() if self.no_future else None
+        single, n_required, required = self.single, len(self.required_set), self.required_set
+        now = self.current_period() if self.no_future else None
+        dates: list[str] | None = [] if date_col is not None else None
         seen = set()
         for i, row in enumerate(records):
             if len(row) != n_inputs or not inputs.issuperset(row):
-                return None
-            name = row[segment]
+                if not (single and len(row) == n_required and required.issuperset(row)):
+                    return None
+            name = row.get(segment, default)
             if type(name) is not str or name not in index:
                 return None
             if allowed is not None and name not in allowed:
@@ -199,28 +264,99 @@ class FastPath:
                     return None
                 if not lo <= v <= hi:
                     return None
-            y, m = row[year_col], row[month_col]
-            if type(y) is not int or type(m) is not int or not 1 <= m <= 12:
-                return None
-            period = y * 12 + m - 1
-            if now is not None and period > now:
-                return None
-            key = (name, period)
-            if key in seen:
-                return None
-            seen.add(key)
+            if dates is not None:  # parsed all at once below
+                v = row[date_col]
+                if type(v) is not str:
+                    return None
+                dates.append(v)
+                period = 0
+            else:
+                y = row[year_col]
+                if type(y) is not int or not 1 <= y <= 9999:
+                    return None
+                if per_year is None:  # yearly: the year is the period
+                    period = y
+                else:
+                    m = row[period_col]
+                    if type(m) is not int or not 1 <= m <= per_year:
+                        return None
+                    if weekly:
+                        try:
+                            monday = dt.date.fromisocalendar(y, m, 1)
+                        except ValueError:  # week 53 of a 52-week year
+                            return None
+                        period = (monday - _MONDAY).days // 7
+                    else:
+                        period = y * per_year + m - 1
+                if now is not None and period > now:
+                    return None
+                key = (name, period)
+                if key in seen:
+                    return None
+                seen.add(key)
             seg[i] = index[name]
             t[i] = period
             for j, col in enumerate(cols):
                 v = row[col]
                 values[i, j] = np.nan if v is None else float(v)
+        if dates is not None and not self._read_dates(dates, seg, t, now):
+            return None
         return RequestRows(seg, t, values)
+
+    def _read_dates(
+        self, dates: list[str], seg: np.ndarray, t: np.ndarray, now: int | None
+    ) -> bool:
+        """Periods of date texts into ``t`` (new texts parsed at once, as the contract
+        parses them); False when one is not readable, in the future, or a second row of a
+        segment's period."""
+        cache = self.date_cache
+        if cache is None:
+            index = self._parse_dates(dates)
+            if index is None:
+                return False
+        else:
+            known = {d: cache.get(d) for d in dates}
+            new = [d for d, v in known.items() if v is None]
+            if new:
+                parsed = self._parse_dates(new)
+                if parsed is None:
+                    return False
+                fresh = dict(zip(new, parsed.tolist(), strict=True))
+                known.update(fresh)
+                if len(cache) + len(fresh) > DATE_CACHE:
+                    cache.clear()
+                cache.update(fresh)
+            index = np.fromiter((known[d] for d in dates), dtype=np.int64, count=len(dates))
+        if now is not None and int(index.max()) > now:
+            return False
+        if len(index) > 1:
+            order = np.lexsort((index, seg))
+            s, p = seg[order], index[order]
+            if ((s[1:] == s[:-1]) & (p[1:] == p[:-1])).any():
+                return False
+        t[:] = index
+        return True
+
+    def _parse_dates(self, dates: list[str]) -> np.ndarray | None:
+        """Period index of each date text (one vectorised parse); None if one is not
+        readable."""
+        try:
+            parsed = parse_datetimes(pd.Series(dates, dtype=object), self.date_format)
+        except (ValueError, TypeError, OverflowError):  # e.g. mixed UTC offsets
+            return None
+        ok, index = self.calendar.from_datetimes(parsed)
+        return index if ok.all() else None
 
     def rows_from_frame(self, frame: pd.DataFrame) -> RequestRows:
         """Arrays of request rows that passed :meth:`Forecaster.validate_rows`."""
         seg = frame[self.segment_column].astype(str).to_numpy()
         idx = np.array([self.index[s] for s in seg], dtype=np.intp)
-        t = month_index(frame, self.problem).to_numpy(dtype=np.int64)
+        ok, t = time_index(frame, self.time)
+        if not ok.all():
+            raise ValueError(
+                f"rows_from_frame needs rows with a readable time (problem.time "
+                f"{self.time.describe()}); got {int((~ok).sum())} without one."
+            )
         values = frame[self.value_columns].to_numpy(dtype=float)
         return RequestRows(idx, t, values)
 
@@ -293,7 +429,7 @@ class FastPath:
             col: np.ascontiguousarray(prep.windows[j])[:, width - 1]
             for j, col in enumerate(spec.exogenous, start=1)
         }
-        cols = window_features(y, exo_last, prep.last + 1, spec)
+        cols = window_features(y, exo_last, prep.last + 1, spec, self.season_length)
         if spec.segment_feature:
             cols[SEGMENT_FEATURE] = prep.seg.astype(np.float64)
         X = np.empty((len(prep), len(self.features)))
@@ -345,14 +481,14 @@ class FastPath:
         for level, pair in self.offsets.items():
             lower, upper = interval(point, pair)
             bounds[f"lower_{level}"], bounds[f"upper_{level}"] = lower, upper
-        out, start = [], 0
+        out, start, show = [], 0, self.calendar.format
         for size in sizes:
             stop = start + size
             target = last[start:stop] + 1
             out.append(
                 Forecasts(
                     [self.names[i] for i in seg[start:stop]],
-                    [f"{p // 12:04d}-{p % 12 + 1:02d}" for p in target.tolist()],
+                    [show(p) for p in target.tolist()],
                     point[start:stop],
                     {name: values[start:stop] for name, values in bounds.items()},
                 )

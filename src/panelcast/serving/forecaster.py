@@ -2,15 +2,22 @@
 segment, loaded once and checked against the params and the data contract.
 
 A request brings rows in the source schema (any number of periods, one or many
-segments). They are checked with the data contract's column rules, merged over the
-stored recent history (a request row replaces the stored row of the same segment and
-period), and each segment is forecast for the period after its last one with
+segments). They are checked with the data contract's column rules and their time is read
+as ``problem.time`` declares it (a date/datetime column in its format, or year + period
+columns; a time that cannot be read is a contract failure ``time_readable`` naming the
+column and the values). The rows are merged over the stored recent history (a request row
+replaces the stored row of the same segment and period), and each segment is forecast for
+the period after its last one with
 :func:`panelcast.modelling.features.next_period_features`, the same code the predict
 stage uses: a file scored in batch and the same rows sent over HTTP give the same digits.
 
 The service answers through :attr:`Forecaster.fast` (:mod:`panelcast.serving.fastpath`):
 the same expressions on per-segment arrays prepared at load, checked against this module's
 path by the tests, bit for bit.
+
+A single series (``problem.segment`` absent) has one segment, named after the target as in
+the prepared panel (its ``series`` column): request rows may omit that column, and the
+service fills it.
 """
 
 from __future__ import annotations
@@ -25,16 +32,28 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..core.config import Params
+from ..core.config import Params, TimeSpec
 from ..core.errors import DataError, ModelFileError, UserError
 from ..core.io import read_json
-from ..data.contract import Contract, Failure, TimeRule, check, load_contract
-from ..modelling.features import month_index, next_period_features
+from ..core.periods import PERIODS_PER_YEAR
+from ..data.contract import (
+    TIME_READABLE,
+    Contract,
+    Failure,
+    TimeRule,
+    check,
+    load_contract,
+)
+from ..data.timeaxis import parse_datetimes, time_columns_of, time_index
+from ..modelling.features import next_period_features, period_of
 from ..modelling.model import loads_model
 from ..pipeline.predict import forecast_frame, source_columns
 from .fastpath import FastPath, check_compiled
 
 logger = logging.getLogger(__name__)
+
+#: Examples of offending values a failure found here shows (as the contract's do).
+N_EXAMPLES = 5
 
 
 class UnknownSegmentError(UserError):
@@ -128,7 +147,7 @@ class Forecaster:
 
     @property
     def segment(self) -> str:
-        return self.params.problem.segment
+        return self.params.problem.segment_column
 
     @classmethod
     def load(cls, params: Params, allow_failed_gate: bool = False) -> Forecaster:
@@ -150,26 +169,135 @@ class Forecaster:
                 f"({'; '.join(metadata['gate']['failures'])}); refusing to serve it "
                 f"(--allow-failed-gate overrides)."
             )
-        contract = load_contract(paths.contract)
+        contract = load_contract(paths.contract, params.problem.calendar)
         _check_schema(metadata, params, contract, str(paths.deployed_metadata))
         state = pd.read_parquet(paths.serving_state)
         return cls(model, metadata, state, params, request_contract(contract, _inputs(params)))
 
     def validate_rows(self, rows: pd.DataFrame, source: str = "request") -> pd.DataFrame:
-        """Check request rows against the contract and the known segments."""
-        seg = self.segment
-        if seg in rows.columns:
+        """Check request rows against the contract, the time axis and the known segments;
+        returns them with the segment column (filled for a single series)."""
+        seg, problem = self.segment, self.params.problem
+        if problem.single_series:
+            rows = self._single_series_rows(rows)
+        elif seg in rows.columns:
             # text values the model does not know (other types: the contract's type rule)
             names = {v for v in rows[seg].dropna() if isinstance(v, str)}
             unknown = sorted(names - self.segment_set)
             if unknown:
                 raise UnknownSegmentError(unknown, self.segments)
-        p = self.params.problem
-        failures = check(rows, self.contract, (p.time.year_column, p.time.month_column))
+        source_rows = rows.drop(columns=[seg]) if problem.single_series else rows
+        view, parsed = self._contract_view(source_rows)
+        failures = check(view, self.contract, problem.time)
         errors = [f for f in failures if f.severity == "error"]
+        time_columns = set(problem.time.columns)
+        if parsed:  # a date that did not parse is missing in the view: named from the rows
+            artefact = {TIME_READABLE, "not_null"}
+            errors = [f for f in errors if not (f.column in time_columns and f.rule in artefact)]
+            errors += self._time_failures(source_rows)
+        elif not any(f.column in time_columns or f.rule == TIME_READABLE for f in errors):
+            errors += self._time_failures(source_rows)  # whatever the contract declares
+        if not errors and seg in rows.columns:
+            errors += self._duplicate_periods(rows)
         if errors:
             raise RequestRowsError(errors, source)
         return rows
+
+    def _single_series_rows(self, rows: pd.DataFrame) -> pd.DataFrame:
+        """Rows of the single series with its ``series`` column (the target's name)."""
+        seg, name = self.segment, self.params.problem.target
+        if seg in rows.columns:
+            wrong = sorted({str(v) for v in rows[seg].dropna() if v != name})
+            if wrong:
+                raise UnknownSegmentError(wrong, self.segments)
+        rows = rows.copy()
+        rows[seg] = name
+        return rows
+
+    def _contract_view(self, rows: pd.DataFrame) -> tuple[pd.DataFrame, bool]:
+        """``rows`` as the contract reads them, and whether a date column was parsed: a date
+        column declared ``datetime`` arrives as text in JSON, so it is parsed first (a
+        value that does not parse becomes missing there; the time check names it)."""
+        column = self.params.problem.time.column
+        rule = self.contract.columns.get(column) if column else None
+        if rule is None or rule.type != "datetime" or column not in rows.columns:
+            return rows, False
+        values = rows[column]
+        if pd.api.types.is_datetime64_any_dtype(values.dtype):
+            return rows, False
+        try:
+            parsed = parse_datetimes(values, self.params.problem.time.format)
+        except (ValueError, TypeError, OverflowError):  # the contract names what it cannot read
+            return rows, False
+        return rows.assign(**{column: parsed}), True
+
+    def _time_failures(self, rows: pd.DataFrame) -> list[Failure]:
+        """A ``time_readable`` failure for rows whose time cannot be read (checked here too
+        so that no unreadable time reaches the forecast, whatever the contract declares)."""
+        time_spec = self.params.problem.time
+        columns = list(time_spec.columns)
+        if not all(c in rows.columns for c in columns):
+            return []  # the contract names a missing column
+        ok, _ = readable_time(rows, time_spec)
+        if ok.all():
+            return []
+        bad = np.flatnonzero(~ok)
+        cells = rows[columns].iloc[bad[:N_EXAMPLES]].to_numpy(dtype=object)
+        if len(columns) == 1:
+            examples = [row[0] for row in cells]
+        else:
+            examples = [
+                ", ".join(f"{c}={v}" for c, v in zip(columns, row, strict=True)) for row in cells
+            ]
+        cal = self.params.problem.calendar
+        if time_spec.column is None:
+            per = f" and {cal.unit}s 1..{PERIODS_PER_YEAR[cal.frequency]} of the year"
+            how = "whole years 1..9999" + (per if time_spec.period_column else "")
+        elif time_spec.format:
+            how = f"dates in format {time_spec.format!r}"
+        else:
+            how = "dates or datetimes"
+        where = "+".join(columns)
+        return [
+            Failure(
+                "error",
+                where,
+                TIME_READABLE,
+                len(bad),
+                examples,
+                f"time {time_spec.describe()} must give every row its {cal.unit}; {len(bad)} "
+                f"row(s) are missing or not readable as {how}, for example {examples[:3]}.",
+            )
+        ]
+
+    def _duplicate_periods(self, rows: pd.DataFrame) -> list[Failure]:
+        """A ``unique_period`` failure for two rows of one segment in the same period (two
+        dates of one week, for example)."""
+        problem = self.params.problem
+        _, t = readable_time(rows, problem.time)
+        key = pd.DataFrame({"s": rows[self.segment].astype(str).to_numpy(), "t": t})
+        dup = key.duplicated(keep=False).to_numpy()
+        if not dup.any():
+            return []
+        cal = problem.calendar
+        examples = [
+            f"{s} {cal.format(p)}" for s, p in key[dup].drop_duplicates().head(N_EXAMPLES).values
+        ]
+        keys = (
+            problem.time.columns if problem.single_series else (self.segment, *problem.time.columns)
+        )
+        column = "+".join(keys)
+        return [
+            Failure(
+                "error",
+                column,
+                "unique_period",
+                int(dup.sum()),
+                examples,
+                f"{int(dup.sum())} rows share a {cal.unit} with another row of their "
+                f"segment, for example {examples[:3]}; send one row per segment and {cal.unit}.",
+            )
+        ]
 
     def forecast(
         self, rows: pd.DataFrame | None = None, segments: list[str] | None = None
@@ -195,16 +323,42 @@ class Forecaster:
         return out
 
 
+def readable_time(rows: pd.DataFrame, time_spec: TimeSpec) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`time_index` of request rows; no row is readable when the column as a whole
+    cannot be read (text with mixed UTC offsets, for example)."""
+    try:
+        return time_index(rows, time_spec)
+    except (ValueError, TypeError, OverflowError):
+        return np.zeros(len(rows), dtype=bool), np.zeros(len(rows), dtype=np.int64)
+
+
 def _inputs(params: Params) -> list[str]:
     return source_columns(params)
 
 
 def merge_history(state: pd.DataFrame, rows: pd.DataFrame, params: Params) -> pd.DataFrame:
-    """Stored history with request rows on top (same segment and period: the request wins)."""
-    seg = params.problem.segment
+    """Stored history with request rows on top (same segment and period: the request wins).
+
+    The rows' time columns are first written as the prepared panel holds them (a date
+    column as the period's start, year and period as integers), and a single series gets
+    its ``series`` column.
+    """
+    problem = params.problem
+    seg = problem.segment_column
+    rows = rows.copy()
+    if problem.single_series and seg not in rows.columns:
+        rows[seg] = problem.target
     rows = rows.astype({seg: str})
+    ok, t = time_index(rows, problem.time)
+    if not ok.all():
+        raise DataError(
+            f"request rows: {int((~ok).sum())} row(s) have no readable "
+            f"{problem.calendar.unit} in {list(problem.time.columns)}; validate them first."
+        )
+    for name, values in time_columns_of(t, problem.time).items():
+        rows[name] = values
     both = pd.concat([state, rows], ignore_index=True)
-    key = pd.DataFrame({"s": both[seg].astype(str), "t": month_index(both, params.problem)})
+    key = pd.DataFrame({"s": both[seg].astype(str), "t": period_of(both, problem)})
     return both[~key.duplicated(keep="last").to_numpy()].reset_index(drop=True)
 
 
@@ -213,11 +367,13 @@ def _check_schema(metadata: dict, params: Params, contract: Contract, source: st
     problems = []
     if metadata.get("feature_spec") != params.features.model_dump():
         problems.append("its feature settings differ from params.yaml 'features'")
-    if metadata.get("segment") != params.problem.segment:
-        problems.append(
-            f"it forecasts per {metadata.get('segment')!r}, params say {params.problem.segment!r}"
-        )
-    missing = [c for c in metadata.get("input_schema", []) if c not in contract.columns]
+    seg = params.problem.segment_column
+    if metadata.get("segment") != seg:
+        problems.append(f"it forecasts per {metadata.get('segment')!r}, params say {seg!r}")
+    own = {seg} if params.problem.single_series else set()  # the service fills it
+    missing = [
+        c for c in metadata.get("input_schema", []) if c not in contract.columns and c not in own
+    ]
     if missing:
         problems.append(f"its input columns {missing} are not in the data contract")
     if problems:

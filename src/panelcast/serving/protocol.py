@@ -1,6 +1,8 @@
 """The service's request and response formats, and its client errors.
 
-Two request formats carry the same rows in the source schema:
+Two request formats carry the same rows in the source schema (the segment column, the
+time columns of ``problem.time``, the target and the exogenous columns; a single series
+may omit its ``series`` column):
 
 - ``POST /predict``: ``{"rows": [{"city": ..., "year": ..., ...}, ...]}`` and/or
   ``{"segments": ["Austin", ...]}`` (stored history only);
@@ -39,7 +41,12 @@ DATATYPES: dict[str, tuple[type, ...]] = {
     **{t: (int, float) for t in ("FP16", "FP32", "FP64")},
 }
 #: The contract's column types as Open Inference Protocol data types.
-CONTRACT_DATATYPE = {"string": "BYTES", "integer": "INT64", "number": "FP64"}
+CONTRACT_DATATYPE = {
+    "string": "BYTES",
+    "integer": "INT64",
+    "number": "FP64",
+    "datetime": "BYTES",
+}
 
 
 class ClientError(Exception):
@@ -339,8 +346,8 @@ def infer_request(
             )
         length = len(data)
         columns[name] = data
-    if list(columns) == [segment]:
-        return [], list(columns[segment]), rid
+    if list(columns) == [segment]:  # names only (a null or a number is not a name: 400)
+        return [], _segments(list(columns[segment]), max_rows, "inputs[0].data"), rid
     rows = [
         dict(zip(columns, values, strict=True)) for values in zip(*columns.values(), strict=True)
     ]
