@@ -1,13 +1,11 @@
 """Stage validate: check the snapshot against the data contract, prepare the panel (params
-``prepare``), check its completeness; refuse the snapshot on any error. Then check the
-params against the prepared panel (windows, lags, folds, hold-outs: one line per key)."""
+``prepare``), check its completeness; refuse the snapshot on any error."""
 
 import pandas as pd
 
 from panelcast.core.io import write_json, write_parquet
 from panelcast.core.stage import run_stage
 from panelcast.data.contract import load_contract
-from panelcast.pipeline.check_data import check_data
 from panelcast.pipeline.validate import refusal, validate
 
 
@@ -19,11 +17,9 @@ def main(params, args) -> None:
     table, result, text = validate(
         frame, contract, problem, params.prepare, paths.snapshot, paths.contract
     )
+    write_json(paths.metric("validate"), result, keep_on_failure=True)  # the refusal, too
     if table is None:
-        write_json(paths.metric("validate"), result, keep_on_failure=True)  # the refusal
         raise refusal(result, text, paths.snapshot, paths.contract)
-    result["params_fit"] = check_data(params, table)
-    write_json(paths.metric("validate"), result)
     write_parquet(paths.validated, table)
 
 

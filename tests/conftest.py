@@ -24,23 +24,10 @@ import pytest
 import yaml
 
 from panelcast.core.config import load_params
+from panelcast.examples import PROJECT_FILES as _PROJECT_FILES
 
 ROOT = Path(__file__).resolve().parents[1]
-PROJECT_FILES = [
-    "dvc.yaml",
-    "params.yaml",
-    "contract.yaml",
-    "pyproject.toml",
-    "requirements.lock",
-    ".dvcignore",
-    ".gitignore",
-    ".dvc/config",
-    ".dvc/.gitignore",
-    "stages",
-    "src",
-    "scripts",
-    "Makefile",
-]
+PROJECT_FILES = list(_PROJECT_FILES)  # what a copy of the project needs (no data, no cache)
 
 
 #: The pipeline's stages, in dvc.yaml order.

@@ -33,7 +33,8 @@ EXPECTED = {
 METRIC_KEYS = {
     "params_check": ["valid"],
     "collect": ["source", "rows", "time_span"],
-    "validate": ["passed", "prepare", "time", "params_fit"],
+    "validate": ["passed", "prepare", "time"],
+    "params_fit": ["first_period", "last_period", "periods", "segments"],
     "features": ["rows", "rows_by_window", "features"],
     "baseline": ["rules", "best_rule", "best"],
     "train": ["train_rows", "chosen", "estimator"],
@@ -151,25 +152,25 @@ MISTAKES = [
     (  # lags longer than the history
         "huron",
         {"features.lags": [1, 2, 90]},
-        "validate",
+        "check_data",
         "'features.lags' reads 90 years of history",
     ),
     (  # folds that do not fit the training window
         "huron",
         {"train.search.enabled": True, "train.search.folds": 8, "train.search.fold_periods": 10},
-        "validate",
+        "check_data",
         "'train.search.folds' x 'train.search.fold_periods'",
     ),
     (  # a test window past the data
         "macrodata",
         {"windows.test_end": "2012-Q4"},
-        "validate",
+        "check_data",
         "'windows.test_end' must be within",
     ),
     (  # a backtest validation window longer than its first training window
         "huron",
         {"backtest.validation_periods": 70},
-        "validate",
+        "check_data",
         "'backtest.validation_periods' must be less than",
     ),
     (  # a time column that is not in the table
@@ -200,7 +201,7 @@ def test_each_mistake_stops_with_one_line_naming_the_key(name, tmp_path):
                 _set(data, dotted, value)
 
         _edit(repo, "params.yaml", edit)
-        proc = run(["dvc", "repro", "validate"], repo, check=False)
+        proc = run(["dvc", "repro", "check_data"], repo, check=False)
         line = _one_line_error(proc, fragment)
         assert f"Running stage '{stage}'" in proc.stdout, proc.stdout
         assert "ERROR" in line, line  # logged as an error, not a traceback

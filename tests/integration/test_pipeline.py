@@ -30,7 +30,7 @@ def metrics(repo, name):
 def test_metrics_files_hold_the_expected_figures(repo):
     collect = metrics(repo, "collect")
     assert collect["rows"] == 8602 and collect["segments"] == 46
-    assert collect["time_span"] == {"first": "2000-01", "last": "2015-07", "months": 187}
+    assert collect["time_span"] == {"first": "2000-01", "last": "2015-07", "periods": 187}
     assert len(collect["source"]["sha256"]) == 64
     assert metrics(repo, "validate")["passed"] is True
     ev = metrics(repo, "evaluate")

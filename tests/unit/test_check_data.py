@@ -14,7 +14,7 @@ from panelcast.data.contract import Contract
 from panelcast.pipeline.check_data import check_data, data_problems
 from panelcast.pipeline.check_params import contract_column_problems
 
-from ..conftest import ROOT, make_panel
+from ..conftest import ROOT, apply_dotted, make_panel
 
 
 @pytest.fixture
@@ -23,14 +23,8 @@ def raw() -> dict:
 
 
 def with_(raw: dict, **dotted) -> dict:
-    data = copy.deepcopy(raw)
-    for key, value in dotted.items():
-        node = data
-        *parents, last = key.split("__")
-        for part in parents:
-            node = node[part]
-        node[last] = value
-    return data
+    """A copy of ``raw`` with ``a__b=value`` keys set (``a.b``)."""
+    return apply_dotted(copy.deepcopy(raw), {k.replace("__", "."): v for k, v in dotted.items()})
 
 
 def small(raw: dict, **dotted):

@@ -249,9 +249,7 @@ class TimeSpec(StrictModel):
                 )
             return self
         if self.format is not None:
-            raise rule_error(
-                "format", "applies to 'column' (a date column) only", self.format
-            )
+            raise rule_error("format", "applies to 'column' (a date column) only", self.format)
         if f in ("H", "D"):
             raise rule_error(
                 "year_column",
@@ -660,9 +658,7 @@ class FilterRule(StrictModel):
 
     @model_validator(mode="after")
     def _some_test(self) -> FilterRule:
-        if all(
-            getattr(self, k) is None for k in ("equals", "isin", "not_in", "min", "max")
-        ):
+        if all(getattr(self, k) is None for k in ("equals", "isin", "not_in", "min", "max")):
             raise rule_error(
                 "column",
                 "needs at least one test: equals, in, not_in, min or max",

@@ -200,9 +200,7 @@ class Calendar:
             month = filled.dt.month.to_numpy(dtype=np.int64)
             index = {"M": year * 12 + month - 1, "Q": year * 4 + (month - 1) // 3, "Y": year}[f]
         else:
-            days = (
-                filled.dt.normalize() - pd.Timestamp(_EPOCH)
-            ).dt.days.to_numpy(dtype=np.int64)
+            days = (filled.dt.normalize() - pd.Timestamp(_EPOCH)).dt.days.to_numpy(dtype=np.int64)
             if f == "D":
                 index = days
             elif f == "W":

@@ -20,7 +20,8 @@ def baseline(
     preds, fallbacks = rule_predictions(table, features, params.problem, rules)
     result = score_rules(preds, rules, params.problem.metric, fallbacks)
     result["window"] = {"start": params.windows.test_start, "end": params.windows.test_end}
+    unit = f" {params.problem.unit}" if params.problem.unit else ""
     for rule, s in result["rules"].items():
-        logger.info("rule %-20s MAE %8.2f  WAPE %.4f", rule, s["mae"], s["wape"])
+        logger.info("rule %-20s MAE %8.2f%s  WAPE %.4f", rule, s["mae"], unit, s["wape"])
     logger.info("best rule: %s", result["best_rule"])
     return preds, result
