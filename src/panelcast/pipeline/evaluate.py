@@ -81,7 +81,8 @@ def evaluate(
     }
     unit = params.problem.unit if metric in UNIT_METRICS else None
     logger.info(
-        "model %s %s vs best rule %s %s: gain %.2f%%; gate %s",
+        "%s: model %s %s vs best rule %s %s: gain %.2f%%; gate %s",
+        params.problem.label,
         metric,
         with_unit(model_scores[metric], unit, 3),
         best_rule,

@@ -44,12 +44,16 @@ def validate(
     """
     time = problem.time
     failures = check(frame, contract, time)
+    raw_errors = _errors(failures)
     prepared = None
-    if not _errors(failures):
-        try:
-            prepared = prepare(frame, problem, prepare_spec)
-        except PrepareError as exc:
+    try:  # also after raw errors: the completeness problems are reported with them, at once
+        prepared = prepare(frame, problem, prepare_spec)
+    except PrepareError as exc:
+        if not raw_errors:
             failures.append(_failure(exc))
+    except (ValueError, TypeError, KeyError):
+        if not raw_errors:  # a table the raw rules passed must prepare: this is a bug
+            raise
     if prepared is not None:
         observed = prepared.panel
         if prepared.inserted.any():  # completeness is about the rows the data holds
@@ -59,7 +63,7 @@ def validate(
     result["prepare"] = prepared.report if prepared is not None else None
     result["time"] = time_section(prepared.panel if prepared is not None else frame, time)
     text = format_failures(failures, snapshot_name)
-    if prepared is None or not result["passed"]:
+    if raw_errors or prepared is None or not result["passed"]:
         return None, result, text
     for line in text.splitlines():
         logger.warning(line)
