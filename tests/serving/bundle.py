@@ -219,6 +219,27 @@ class Server:
         self.stop()
 
 
+def batch_predict(params_file: Path, source: Path, out: Path) -> subprocess.CompletedProcess:
+    """``panelcast --params PARAMS predict --input SOURCE --output OUT`` (the batch CLI)."""
+    cli = str(Path(sys.executable).parent / "panelcast")
+    return subprocess.run(
+        [
+            cli,
+            "--params",
+            str(params_file),
+            "predict",
+            "--input",
+            str(source),
+            "--output",
+            str(out),
+        ],
+        env=env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
 def request(url: str, method: str = "GET", body=None, timeout: float = 30):
     """(status, parsed JSON or text) of one request."""
     data = body if isinstance(body, bytes) or body is None else json.dumps(body).encode()

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from .bundle import GOOD, Server, copy_bundle, env, request
+from .bundle import GOOD, Server, batch_predict, copy_bundle, env, request
 
 VALUES = ["sales", "volume", "median", "listings", "inventory"]
 
@@ -94,22 +94,7 @@ def test_online_infer_and_batch_give_the_same_digits(server, forecaster, bundle,
     frame = pd.DataFrame(rows).astype({c: float for c in VALUES})
     source, out = tmp_path / "rows.parquet", tmp_path / "out.parquet"
     frame.to_parquet(source, index=False)
-    proc = subprocess.run(
-        [
-            str(Path(sys.executable).parent / "panelcast"),
-            "--params",
-            str(bundle["params_file"]),
-            "predict",
-            "--input",
-            str(source),
-            "--output",
-            str(out),
-        ],
-        env=env(),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    proc = batch_predict(bundle["params_file"], source, out)
     assert proc.returncode == 0, proc.stderr
     batch = pd.read_parquet(out)
     outputs = {o["name"]: o["data"] for o in infer["outputs"]}

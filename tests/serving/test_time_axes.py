@@ -6,9 +6,6 @@ digits."""
 from __future__ import annotations
 
 import math
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -24,7 +21,7 @@ from panelcast.serving.forecaster import (
 )
 from panelcast.serving.protocol import records_frame
 
-from .bundle import Server, env, request
+from .bundle import Server, batch_predict, request
 
 BOUNDS = ["lower_80", "upper_80", "lower_95", "upper_95"]
 
@@ -292,22 +289,7 @@ def test_daily_single_series_over_http(daily_server, daily, daily_bundle, tmp_pa
     # the batch CLI on the same rows (a CSV, dates as the params declare them)
     source, out = tmp_path / "rows.csv", tmp_path / "out.parquet"
     pd.DataFrame(rows).to_csv(source, index=False)
-    proc = subprocess.run(
-        [
-            str(Path(sys.executable).parent / "panelcast"),
-            "--params",
-            str(daily_bundle["params_file"]),
-            "predict",
-            "--input",
-            str(source),
-            "--output",
-            str(out),
-        ],
-        env=env(),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    proc = batch_predict(daily_bundle["params_file"], source, out)
     assert proc.returncode == 0, proc.stderr
     cli = pd.read_parquet(out)
     assert cli["series"].tolist() == ["load"] and cli["period"].tolist() == ["2023-01-03"]
