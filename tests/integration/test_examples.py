@@ -15,7 +15,7 @@ import yaml
 from panelcast.core.config import load_params
 from panelcast.examples import available, scratch_copy
 
-from ..conftest import PIPELINE_STAGES, ROOT, run, stages_run, up_to_date
+from ..conftest import PIPELINE_STAGES, ROOT, run, set_params, stages_run, up_to_date
 
 pytestmark = pytest.mark.slow
 
@@ -57,18 +57,19 @@ def test_the_examples_are_the_documented_ones():
 def shorten_backtest(repo: Path, periods: int = 6) -> None:
     """The copy's backtest replays ``periods`` periods with two policies (as the default
     pipeline's tests do: the full replays take minutes; `make example` runs them)."""
-    calendar = load_params(repo / "params.yaml").problem.calendar
-
-    def edit(data: dict) -> None:
-        b = data["backtest"]
-        end = min(calendar.parse(b["end"]), calendar.parse(b["first_train_end"]) + periods)
-        b["end"] = calendar.format(end)
-        b["policies"] = [
-            {"name": "never", "kind": "never"},
-            {"name": "on_alarm", "kind": "on_alarm"},
-        ]
-
-    _edit(repo, "params.yaml", edit)
+    params = load_params(repo / "params.yaml")
+    backtest, calendar = params.backtest, params.problem.calendar
+    end = min(calendar.parse(backtest.end), calendar.parse(backtest.first_train_end) + periods)
+    set_params(
+        repo,
+        {
+            "backtest.end": calendar.format(end),
+            "backtest.policies": [
+                {"name": "never", "kind": "never"},
+                {"name": "on_alarm", "kind": "on_alarm"},
+            ],
+        },
+    )
 
 
 @pytest.mark.parametrize("name", EXAMPLES)
@@ -113,20 +114,6 @@ def _one_line_error(proc, fragment: str) -> str:
     lines = [line for line in output.splitlines() if fragment in line]
     assert lines, f"{fragment!r} not in:\n{output[-3000:]}"
     return lines[0]
-
-
-def _edit(repo: Path, file: str, edit) -> None:
-    path = repo / file
-    data = yaml.safe_load(path.read_text())
-    edit(data)
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
-
-
-def _set(data: dict, dotted: str, value) -> None:
-    *parents, last = dotted.split(".")
-    for key in parents:
-        data = data[key]
-    data[last] = value
 
 
 #: (example, params edits, the stage that must stop, the fragment of its one-line message)
@@ -195,12 +182,7 @@ def test_each_mistake_stops_with_one_line_naming_the_key(name, tmp_path):
     for example, edits, stage, fragment in MISTAKES:
         if example != name:
             continue
-
-        def edit(data: dict, edits: dict = edits) -> None:
-            for dotted, value in edits.items():
-                _set(data, dotted, value)
-
-        _edit(repo, "params.yaml", edit)
+        set_params(repo, edits)
         proc = run(["dvc", "repro", "check_data"], repo, check=False)
         line = _one_line_error(proc, fragment)
         assert f"Running stage '{stage}'" in proc.stdout, proc.stdout

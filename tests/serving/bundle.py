@@ -219,6 +219,16 @@ class Server:
         self.stop()
 
 
+def serving(params_file: Path, workers: int = 1):
+    """A generator for fixtures: ``panelcast serve`` ready on ``params_file``, stopped after."""
+    srv = Server(params_file, workers=workers)
+    try:
+        srv.wait_ready()
+        yield srv
+    finally:
+        srv.stop()
+
+
 def batch_predict(params_file: Path, source: Path, out: Path) -> subprocess.CompletedProcess:
     """``panelcast --params PARAMS predict --input SOURCE --output OUT`` (the batch CLI)."""
     cli = str(Path(sys.executable).parent / "panelcast")

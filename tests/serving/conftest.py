@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from threadpoolctl import threadpool_limits
 
-from .bundle import Server, build_bundle, daily_case, quarterly_case
+from .bundle import build_bundle, daily_case, quarterly_case, serving
 
 
 def _build(tmp_path_factory, name: str, updates: dict | None = None):
@@ -46,12 +46,7 @@ def forecaster(bundle):
 @pytest.fixture(scope="module")
 def server(bundle):
     """``panelcast serve`` on the bundle, two workers, for the module."""
-    srv = Server(bundle["params_file"], workers=2)
-    try:
-        srv.wait_ready()
-        yield srv
-    finally:
-        srv.stop()
+    yield from serving(bundle["params_file"], workers=2)
 
 
 def _build_case(tmp_path_factory, name: str, case: dict):

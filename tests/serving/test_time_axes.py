@@ -21,7 +21,7 @@ from panelcast.serving.forecaster import (
 )
 from panelcast.serving.protocol import records_frame
 
-from .bundle import Server, batch_predict, request
+from .bundle import batch_predict, request, serving
 
 BOUNDS = ["lower_80", "upper_80", "lower_95", "upper_95"]
 
@@ -47,23 +47,14 @@ def quarterly(quarterly_bundle):
     return load(quarterly_bundle)
 
 
-def _serve(bundle):
-    srv = Server(bundle["params_file"], workers=1)
-    try:
-        srv.wait_ready()
-        yield srv
-    finally:
-        srv.stop()
-
-
 @pytest.fixture(scope="module")
 def daily_server(daily_bundle):
-    yield from _serve(daily_bundle)
+    yield from serving(daily_bundle["params_file"])
 
 
 @pytest.fixture(scope="module")
 def quarterly_server(quarterly_bundle):
-    yield from _serve(quarterly_bundle)
+    yield from serving(quarterly_bundle["params_file"])
 
 
 def time_cells(fc: Forecaster, t: int, rng: np.random.Generator) -> dict:

@@ -45,21 +45,10 @@ def test_rules_on_a_known_panel(params, panel_frame):
     assert preds.notna().all().all()
 
 
-def test_unknown_rule():
+def test_unknown_rule(params):
     grid = pd.DataFrame({"city": ["A"], "t": [0], "y": [1.0]})
-    from panelcast.core.config import ProblemSpec, TimeSpec
-
-    problem = ProblemSpec(
-        question="q",
-        segment="city",
-        time=TimeSpec(frequency="M", year_column="year", period_column="month"),
-        target="y",
-        horizon=1,
-        metric="mae",
-        success="s",
-    )
     with pytest.raises(ValueError, match="unknown rule"):
-        predict_rules(grid, problem, ["magic"], grid["t"] >= 0)
+        predict_rules(grid, params.problem, ["magic"], grid["t"] >= 0)
 
 
 def test_gain_and_gate():

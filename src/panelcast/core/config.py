@@ -36,7 +36,6 @@ from pydantic import (
     Field,
     PlainValidator,
     ValidationError,
-    ValidationInfo,
     model_validator,
 )
 from pydantic.fields import FieldInfo
@@ -77,7 +76,7 @@ __all__ = [
     "load_yaml_strict",
     "read_yaml_file",
     "params_from_dict",
-    "calendar_of",
+    "active_calendar",
     "reading_periods_as",
     "rule_error",
     "show_value",
@@ -129,9 +128,9 @@ def rule_error(field: str | tuple[str | int, ...], message: str, value: Any) -> 
 # --------------------------------------------------------------------------- field types
 
 
-#: The calendar of the params being validated. A context variable as well as pydantic's
-#: validation context: models with a custom ``__init__`` (positional fields, see
-#: :class:`StrictModel`) do not pass the validation context on to their fields.
+#: The calendar of the params being validated. A context variable, not pydantic's validation
+#: context: models with a custom ``__init__`` (positional fields, see :class:`StrictModel`)
+#: do not pass the validation context on to their fields.
 _CALENDAR: contextvars.ContextVar[Calendar | None] = contextvars.ContextVar(
     "panelcast_calendar", default=None
 )
@@ -147,16 +146,14 @@ def reading_periods_as(calendar: Calendar) -> Iterator[None]:
         _CALENDAR.reset(token)
 
 
-def calendar_of(info: ValidationInfo | None) -> Calendar:
-    """The calendar of the params being validated (monthly when none is known)."""
-    context = info.context if info is not None else None
-    if isinstance(context, dict) and isinstance(context.get("calendar"), Calendar):
-        return context["calendar"]
+def active_calendar() -> Calendar:
+    """The calendar of the params being validated (:func:`reading_periods_as`; monthly
+    when none is set)."""
     return _CALENDAR.get() or MONTHLY
 
 
-def _period(value: Any, info: ValidationInfo) -> str:
-    cal = calendar_of(info)
+def _period(value: Any) -> str:
+    cal = active_calendar()
     if isinstance(value, bool) or not isinstance(value, (str, int, dt.date)):
         raise PydanticCustomError(
             "period", "must be a {unit} {form}", {"unit": cal.unit, "form": cal.form}
@@ -305,8 +302,8 @@ class NamedPeriod(StrictModel):
     end: Period
 
     @model_validator(mode="after")
-    def _ordered(self, info: ValidationInfo) -> NamedPeriod:
-        cal = calendar_of(info)
+    def _ordered(self) -> NamedPeriod:
+        cal = active_calendar()
         if cal.parse(self.end) < cal.parse(self.start):
             raise rule_error("end", f"must not be before start {self.start}", self.end)
         return self
@@ -432,8 +429,8 @@ class WindowSpec(StrictModel):
     test_end: Period
 
     @model_validator(mode="after")
-    def _ordered(self, info: ValidationInfo) -> WindowSpec:
-        cal = calendar_of(info)
+    def _ordered(self) -> WindowSpec:
+        cal = active_calendar()
         ts, te = cal.parse(self.train_start), cal.parse(self.train_end)
         vs, ve = cal.parse(self.test_start), cal.parse(self.test_end)
         if te < ts:
@@ -470,6 +467,11 @@ class FeatureSpec(StrictModel):
     scale: Literal["log_ratio", "none"]
     calendar: bool
     segment_feature: bool
+
+    @property
+    def history_length(self) -> int:
+        """Periods of history the features of one period read (the longest lag or window)."""
+        return max([*self.lags, *self.rolling, self.level_window])
 
 
 class BaselineSpec(StrictModel):
@@ -534,8 +536,8 @@ class DriftSpec(StrictModel):
     key_columns: list[Name] = Field(min_length=1)
 
     @model_validator(mode="after")
-    def _ordered(self, info: ValidationInfo) -> DriftSpec:
-        cal = calendar_of(info)
+    def _ordered(self) -> DriftSpec:
+        cal = active_calendar()
         if cal.parse(self.current_end) < cal.parse(self.current_start):
             raise rule_error(
                 "current_end",
@@ -576,8 +578,8 @@ class BacktestSpec(StrictModel):
     n_jobs: NJobs
 
     @model_validator(mode="after")
-    def _ordered(self, info: ValidationInfo) -> BacktestSpec:
-        cal = calendar_of(info)
+    def _ordered(self) -> BacktestSpec:
+        cal = active_calendar()
         start, first_end = cal.parse(self.first_train_start), cal.parse(self.first_train_end)
         if not start < first_end:
             raise rule_error(
@@ -953,15 +955,15 @@ def load_yaml_strict(text: str, source: str, error: type[UserError] = ParamsErro
 # --------------------------------------------------------------------------- loading
 
 
-def _calendar_context(data: Any) -> dict[str, Any]:
+def _declared_calendar(data: Any) -> Calendar:
     """The calendar declared in ``problem.time`` of raw params (monthly when unreadable:
     the time section's own errors are reported by validation)."""
     try:
         time = data["problem"]["time"]
         season = time.get("season_length")
-        return {"calendar": Calendar(time["frequency"], season if type(season) is int else None)}
+        return Calendar(time["frequency"], season if type(season) is int else None)
     except (KeyError, TypeError, ValueError, AttributeError):
-        return {"calendar": MONTHLY}
+        return MONTHLY
 
 
 def params_from_dict(data: Any, source: str = "params") -> Params:
@@ -970,10 +972,9 @@ def params_from_dict(data: Any, source: str = "params") -> Params:
     Periods (windows, drift, backtest, named periods) are read in the frequency of
     ``problem.time``. Raises one :class:`ParamsError` naming ``source`` and every problem.
     """
-    context = _calendar_context(data)
     try:
-        with reading_periods_as(context["calendar"]):
-            return Params.model_validate(data, context=context)
+        with reading_periods_as(_declared_calendar(data)):
+            return Params.model_validate(data)
     except ValidationError as exc:
         raise ParamsError(f"{source}: {describe_validation_error(exc, Params, 'params')}") from None
 

@@ -110,9 +110,7 @@ class Calendar:
         Raises ``ValueError`` naming the value and the expected form.
         """
         f = self.frequency
-        if isinstance(value, dt.datetime):
-            return self.of_timestamp(pd.Timestamp(value))
-        if isinstance(value, dt.date):
+        if isinstance(value, dt.date):  # a datetime too
             return self.of_timestamp(pd.Timestamp(value))
         if isinstance(value, bool) or not isinstance(value, (str, int)):
             raise ValueError(f"expected a {self.unit} {self.form}, got {value!r}")

@@ -36,7 +36,6 @@ from pydantic import (
     Field,
     PlainValidator,
     ValidationError,
-    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -46,7 +45,7 @@ from ..core.config import (
     Period,
     StrictModel,
     TimeSpec,
-    calendar_of,
+    active_calendar,
     describe_validation_error,
     read_yaml_file,
     reading_periods_as,
@@ -292,8 +291,8 @@ class TimeRule(StrictModel):
     agree: dict[str, AgreeKind] = Field(default_factory=dict)
 
     @model_validator(mode="after")
-    def _ordered(self, info: ValidationInfo) -> TimeRule:
-        cal = calendar_of(info)
+    def _ordered(self) -> TimeRule:
+        cal = active_calendar()
         if self.not_before and self.not_after:
             if cal.parse(self.not_after) < cal.parse(self.not_before):
                 raise rule_error(
@@ -367,7 +366,7 @@ class Contract(StrictModel):
     completeness: Completeness = Field(default_factory=Completeness)
 
     @model_validator(mode="after")
-    def _key_declared(self, info: ValidationInfo) -> Contract:
+    def _key_declared(self) -> Contract:
         for i, name in enumerate(self.key):
             if name not in self.columns:
                 raise rule_error(
@@ -391,7 +390,7 @@ class Contract(StrictModel):
                     f"(column {name!r} is {rule.type})",
                     kind,
                 )
-            cal = calendar_of(info)
+            cal = active_calendar()
             if kind == "decimal_year" and cal.frequency not in DECIMAL_YEAR_FREQUENCIES:
                 raise rule_error(
                     ("time", "agree", name),
@@ -454,8 +453,8 @@ def load_contract(path: str | Path, calendar: Calendar = MONTHLY) -> Contract:
     except ValueError as exc:  # PyYAML building a value Python refuses (a 5,000-digit integer)
         raise ContractError(bounded_message(f"{path}: not a usable YAML value: {exc}")) from None
     try:
-        with reading_periods_as(calendar):  # nested models get no validation context
-            return Contract.model_validate(data, context={"calendar": calendar})
+        with reading_periods_as(calendar):
+            return Contract.model_validate(data)
     except ValidationError as exc:
         count = exc.error_count()
         text = describe_validation_error(
@@ -887,18 +886,7 @@ def _read_time(
     if any(c not in frame.columns for c in time.columns):
         return None
     where = "+".join(time.columns)
-    n = len(frame)
-    try:
-        ok, index = time_index(frame, time)
-    except (ValueError, TypeError, OverflowError) as exc:  # e.g. mixed UTC offsets
-        out.add(
-            where,
-            TIME_READABLE,
-            n,
-            [],
-            f"time {time.describe()} cannot be read: {shorten(' '.join(str(exc).split()), 200)}",
-        )
-        return np.zeros(n, dtype=bool), np.zeros(n, dtype=np.int64)
+    ok, index = time_index(frame, time)
     if time.column is None:  # true/false are not years (the type rule names them too)
         for col in time.columns:
             if _booleans(frame[col]):
@@ -1113,10 +1101,7 @@ def check_completeness(
         _check_segments(out, panel[segment], segment, contract)
     if any(c not in panel.columns for c in time.columns):
         return out.failures  # missing time columns: check() names them
-    try:
-        ok, index = time_index(panel, time)
-    except (ValueError, TypeError, OverflowError):
-        return out.failures  # unreadable time: check() names it
+    ok, index = time_index(panel, time)
     periods = index[ok]
     if not len(periods):
         return out.failures

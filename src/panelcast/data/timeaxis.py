@@ -22,8 +22,17 @@ def parse_datetimes(series: pd.Series, fmt: str | None) -> pd.Series:
 
     Text is parsed with ``fmt`` (strftime codes) when given, else with the format pandas
     infers; whole numbers (``19580329``) are read as text with ``fmt``. Timezones are
-    dropped, keeping the wall-clock time.
+    dropped, keeping the wall-clock time. A column pandas cannot read as a whole (text
+    with mixed UTC offsets, for example) is all NaT: it never raises, so every reader of
+    time reports unreadable rows the same way (the contract's ``time_readable``).
     """
+    try:
+        return _parse_datetimes(series, fmt)
+    except (ValueError, TypeError, OverflowError):
+        return pd.Series(pd.NaT, index=series.index, dtype="datetime64[ns]")
+
+
+def _parse_datetimes(series: pd.Series, fmt: str | None) -> pd.Series:
     if isinstance(series.dtype, pd.DatetimeTZDtype):
         return series.dt.tz_localize(None)
     if pd.api.types.is_datetime64_any_dtype(series.dtype):

@@ -179,11 +179,6 @@ def _rolling_mean(values: pd.Series, groups: pd.Series, window: int) -> pd.Serie
     return rolled.reset_index(level=0, drop=True).sort_index()
 
 
-def history_length(spec: FeatureSpec) -> int:
-    """Periods of history the features of one period read (the longest lag or window)."""
-    return max([*spec.lags, *spec.rolling, spec.level_window])
-
-
 def next_period_features(
     history: pd.DataFrame,
     problem: ProblemSpec,
@@ -203,7 +198,7 @@ def next_period_features(
     """
     seg = problem.segment_column
     cal = problem.calendar
-    width = history_length(spec)
+    width = spec.history_length
     segments = history[seg].astype(str).to_numpy()
     t = period_of(history, problem).to_numpy()
     names, codes = np.unique(segments, return_inverse=True)
@@ -245,7 +240,7 @@ def window_features(
     """Every feature but the segment, for the periods ``target_t``, in table order.
 
     ``y`` holds each row's recent target values, oldest first, its last column being the
-    period before ``target_t`` (width :func:`history_length`); ``exo_last`` the exogenous
+    period before ``target_t`` (width ``spec.history_length``); ``exo_last`` the exogenous
     values of that period; ``season_length`` places ``target_t`` in its season. The
     expressions :func:`next_period_features` and the service's fast path share, so both
     give the same bits.

@@ -45,11 +45,14 @@ def _span(panel: pd.DataFrame, params: Params) -> tuple[int, int, pd.Series]:
     return int(t.min()), int(t.max()), per_segment
 
 
-def data_problems(params: Params, panel: pd.DataFrame) -> tuple[list[str], list[str]]:
-    """Every params problem the prepared ``panel`` reveals (errors), and warnings."""
+def data_problems(
+    params: Params, panel: pd.DataFrame, span: tuple[int, int, pd.Series] | None = None
+) -> tuple[list[str], list[str]]:
+    """Every params problem the prepared ``panel`` reveals (errors), and warnings.
+    ``span``: the panel's :func:`_span`, when the caller has it."""
     problem = params.problem
     cal = problem.calendar
-    first, last, history = _span(panel, params)
+    first, last, history = span or _span(panel, params)
     data = f"the data holds {cal.count(last - first + 1)}, {cal.format(first)}..{cal.format(last)}"
     errors: list[str] = []
     warnings: list[str] = []
@@ -71,22 +74,16 @@ def data_problems(params: Params, panel: pd.DataFrame) -> tuple[list[str], list[
     # periods of the training window that can be forecast (the first period has no past)
     usable = te - max(ts, first + 1) + 1
     f = params.features
-    width = max([*f.lags, *f.rolling, f.level_window])  # periods the features read
+    width = f.history_length  # periods the features read
     if usable >= 1 and width >= usable:
-        longest = max([*f.lags, *f.rolling, f.level_window])
-        key = (
-            "features.lags"
-            if longest in f.lags
-            else "features.rolling"
-            if longest in f.rolling
-            else "features.level_window"
-        )
-        value = (
-            f.lags
-            if key == "features.lags"
-            else f.rolling
-            if key == "features.rolling"
-            else f.level_window
+        key, value = next(  # the key holding the longest length
+            (k, v)
+            for k, v, n in (
+                ("features.lags", f.lags, max(f.lags)),
+                ("features.rolling", f.rolling, max(f.rolling, default=0)),
+                ("features.level_window", f.level_window, f.level_window),
+            )
+            if n == width
         )
         errors.append(
             f"'{key}' reads {cal.count(width)} of history, more than the "
@@ -159,13 +156,14 @@ def data_problems(params: Params, panel: pd.DataFrame) -> tuple[list[str], list[
 
 def check_data(params: Params, panel: pd.DataFrame, file: str = "params.yaml") -> dict:
     """Raise one :class:`ParamsError` (one line) with every problem :func:`data_problems`
-    finds; log the warnings; return a summary for ``metrics/validate.json``."""
-    errors, warnings = data_problems(params, panel)
+    finds; log the warnings; return a summary for ``metrics/params_fit.json``."""
+    span = _span(panel, params)
+    errors, warnings = data_problems(params, panel, span)
     for line in warnings:
         logger.warning(line)
     if errors:
         raise ParamsError(f"{file} does not fit the data: {'; '.join(errors)}")
-    first, last, history = _span(panel, params)
+    first, last, history = span
     cal = params.problem.calendar
     return {
         "first_period": cal.format(first),

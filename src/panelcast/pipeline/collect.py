@@ -56,10 +56,7 @@ def time_span(frame: pd.DataFrame, time: TimeSpec) -> dict | None:
     or no row is readable (validate names them)."""
     if any(c not in frame.columns for c in time.columns):
         return None
-    try:
-        ok, index = time_index(frame, time)
-    except (ValueError, TypeError, OverflowError):
-        return None
+    ok, index = time_index(frame, time)
     periods = index[ok]
     if not len(periods):
         return None

@@ -23,7 +23,7 @@ from sklearn.base import clone
 from ..core.config import Params
 from ..core.errors import DataError
 from ..core.periods import LEVEL_FEATURE, PERIOD, PREDICTION, SEGMENT_FEATURE, TARGET, WINDOW, T
-from ..modelling.features import history_length, next_period_features, period_of
+from ..modelling.features import next_period_features, period_of
 from ..modelling.intervals import conformal_offsets, coverage, interval, log_residuals
 from ..modelling.model import dumps_model, with_unit
 
@@ -141,10 +141,10 @@ def predict(
         logger.warning(
             "%d segment(s) have no value in their last %s and get no forecast: %s",
             len(missing),
-            cal.count(history_length(params.features)),
+            cal.count(params.features.history_length),
             missing[:5],
         )
-    keep = history_length(params.features)
+    keep = params.features.history_length
     state = table.loc[table_t > last - keep, source_columns(params)]
     state = state.reset_index(drop=True)
     gate = {

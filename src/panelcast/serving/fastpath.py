@@ -43,7 +43,7 @@ from ..core.periods import (
     SEGMENT_FEATURE,
 )
 from ..data.timeaxis import parse_datetimes, time_index
-from ..modelling.features import history_length, period_of, window_features
+from ..modelling.features import period_of, window_features
 from ..modelling.intervals import interval
 from .compiled import CompiledModel
 
@@ -117,7 +117,7 @@ class FastPath:
         self.problem, self.spec = params.problem, params.features
         self.time, self.calendar = params.problem.time, params.problem.calendar
         self.season_length = self.calendar.season_length
-        self.width = history_length(self.spec)
+        self.width = self.spec.history_length
         self.names = list(fc.segments)
         self.index = {name: i for i, name in enumerate(self.names)}
         self.name_array = np.array(self.names, dtype=object)
@@ -340,10 +340,7 @@ class FastPath:
     def _parse_dates(self, dates: list[str]) -> np.ndarray | None:
         """Period index of each date text (one vectorised parse); None if one is not
         readable."""
-        try:
-            parsed = parse_datetimes(pd.Series(dates, dtype=object), self.date_format)
-        except (ValueError, TypeError, OverflowError):  # e.g. mixed UTC offsets
-            return None
+        parsed = parse_datetimes(pd.Series(dates, dtype=object), self.date_format)
         ok, index = self.calendar.from_datetimes(parsed)
         return index if ok.all() else None
 

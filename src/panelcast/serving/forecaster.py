@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..core.config import Params, TimeSpec
+from ..core.config import Params
 from ..core.errors import DataError, ModelFileError, UserError
 from ..core.io import read_json
 from ..core.periods import PERIODS_PER_YEAR
@@ -225,10 +225,7 @@ class Forecaster:
         values = rows[column]
         if pd.api.types.is_datetime64_any_dtype(values.dtype):
             return rows, False
-        try:
-            parsed = parse_datetimes(values, self.params.problem.time.format)
-        except (ValueError, TypeError, OverflowError):  # the contract names what it cannot read
-            return rows, False
+        parsed = parse_datetimes(values, self.params.problem.time.format)
         return rows.assign(**{column: parsed}), True
 
     def _time_failures(self, rows: pd.DataFrame) -> list[Failure]:
@@ -238,7 +235,7 @@ class Forecaster:
         columns = list(time_spec.columns)
         if not all(c in rows.columns for c in columns):
             return []  # the contract names a missing column
-        ok, _ = readable_time(rows, time_spec)
+        ok, _ = time_index(rows, time_spec)
         if ok.all():
             return []
         bad = np.flatnonzero(~ok)
@@ -274,7 +271,7 @@ class Forecaster:
         """A ``unique_period`` failure for two rows of one segment in the same period (two
         dates of one week, for example)."""
         problem = self.params.problem
-        _, t = readable_time(rows, problem.time)
+        _, t = time_index(rows, problem.time)
         key = pd.DataFrame({"s": rows[self.segment].astype(str).to_numpy(), "t": t})
         dup = key.duplicated(keep=False).to_numpy()
         if not dup.any():
@@ -321,15 +318,6 @@ class Forecaster:
         out = forecast_frame(features, self.model, self.metadata["features"], offsets, seg)
         out["model_version"] = self.version
         return out
-
-
-def readable_time(rows: pd.DataFrame, time_spec: TimeSpec) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`time_index` of request rows; no row is readable when the column as a whole
-    cannot be read (text with mixed UTC offsets, for example)."""
-    try:
-        return time_index(rows, time_spec)
-    except (ValueError, TypeError, OverflowError):
-        return np.zeros(len(rows), dtype=bool), np.zeros(len(rows), dtype=np.int64)
 
 
 def _inputs(params: Params) -> list[str]:
