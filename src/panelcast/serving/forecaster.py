@@ -195,8 +195,6 @@ class Forecaster:
             artefact = {TIME_READABLE, "not_null"}
             errors = [f for f in errors if not (f.column in time_columns and f.rule in artefact)]
             errors += self._time_failures(source_rows)
-        elif not any(f.column in time_columns or f.rule == TIME_READABLE for f in errors):
-            errors += self._time_failures(source_rows)  # whatever the contract declares
         if not errors and seg in rows.columns:
             errors += self._duplicate_periods(rows)
         if errors:
@@ -229,8 +227,8 @@ class Forecaster:
         return rows.assign(**{column: parsed}), True
 
     def _time_failures(self, rows: pd.DataFrame) -> list[Failure]:
-        """A ``time_readable`` failure for rows whose time cannot be read (checked here too
-        so that no unreadable time reaches the forecast, whatever the contract declares)."""
+        """A ``time_readable`` failure for rows whose time cannot be read, naming their raw
+        values (the contract's view holds them already parsed, unreadable ones missing)."""
         time_spec = self.params.problem.time
         columns = list(time_spec.columns)
         if not all(c in rows.columns for c in columns):
