@@ -5,17 +5,25 @@ import pandas as pd
 from panelcast.core.io import read_json, write_csv, write_json, write_parquet
 from panelcast.core.stage import StageError, run_stage
 from panelcast.modelling.model import load_model
+from panelcast.modelling.routing import Router
 from panelcast.pipeline.evaluate import evaluate
 
 
 def main(params, args) -> None:
     paths = params.paths
     metadata = read_json(paths.model_metadata)
+    router = Router.load(
+        paths.segment_models,
+        load_model(paths.model, metadata, paths.model_metadata),
+        params.problem.calendar.season_length,
+        params.problem.segment_column,
+        global_sha256=metadata.get("sha256"),
+    )
     result = evaluate(
         pd.read_parquet(paths.features),
         pd.read_parquet(paths.baseline),
         read_json(paths.metric("baseline")),
-        load_model(paths.model, metadata, paths.model_metadata),
+        router,
         list(metadata["features"]),
         params,
         str(paths.metric("baseline")),

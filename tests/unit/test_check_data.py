@@ -12,7 +12,7 @@ from panelcast.core.config import params_from_dict
 from panelcast.core.errors import ParamsError
 from panelcast.data.contract import Contract
 from panelcast.pipeline.check_data import check_data, data_problems
-from panelcast.pipeline.check_params import contract_column_problems
+from panelcast.pipeline.check_params import contract_column_problems, segment_encoding_problems
 
 from ..conftest import ROOT, apply_dotted, make_panel
 
@@ -147,3 +147,97 @@ def test_a_reserved_segment_name_and_a_text_target_are_refused(raw):
     problems = contract_column_problems(params, table, "c.yaml")
     assert any("must not be one of the feature table's own columns" in p for p in problems)
     assert any("'problem.target' must be a column of type integer or number" in p for p in problems)
+
+
+MANY = [f"city{i:03d}" for i in range(300)]
+
+
+@pytest.fixture(scope="module")
+def many_segments():
+    """A panel of 300 segments: more than HistGradientBoosting's 255 categories."""
+    return make_panel(segments=MANY, years=5)
+
+
+def test_native_encoding_with_more_segments_than_hist_gradient_boosting_takes(raw, many_segments):
+    with pytest.raises(ParamsError) as info:
+        check_data(small(raw, train__segment_encoding="native"), many_segments)
+    text = str(info.value)
+    assert (
+        "'train.segment_encoding' must not be native with more than 255 segments for "
+        "HistGradientBoostingRegressor" in text
+    ), text
+    assert "use auto or target_mean" in text
+    assert "got native with 300 segments with an observed target in the prepared panel" in text
+    assert "\n" not in text
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        {"train__segment_encoding": "auto"},
+        {"train__segment_encoding": "target_mean"},
+        {"train__segment_encoding": "none"},
+        {"train__segment_encoding": "native", "train__estimator": "Ridge"},  # one-hot: no cap
+        {"train__segment_encoding": "native", "features__segment_feature": False},
+    ],
+)
+def test_encodings_that_work_with_many_segments_pass(raw, many_segments, edit):
+    errors, _ = data_problems(small(raw, **edit), many_segments)
+    assert errors == []
+
+
+def test_native_encoding_counts_segments_with_an_observed_target(raw, many_segments):
+    """Segments without any observed target are no rows of the model: not counted."""
+    unlabelled = many_segments["city"].isin(MANY[255:])
+    panel = many_segments.assign(sales=many_segments["sales"].mask(unlabelled))
+    errors, _ = data_problems(small(raw, train__segment_encoding="native"), panel)
+    assert errors == []
+    one_more = many_segments["city"].isin(MANY[256:])
+    panel = many_segments.assign(sales=many_segments["sales"].mask(one_more))
+    errors, _ = data_problems(small(raw, train__segment_encoding="native"), panel)
+    assert len(errors) == 1 and "got native with 256 segments" in errors[0], errors
+
+
+def test_native_limit_follows_max_bins(raw):
+    panel = make_panel(segments=MANY[:40], years=5)
+    hyper = {**raw["train"]["hyperparameters"], "max_bins": 31}
+    params = small(raw, train__segment_encoding="native", train__hyperparameters=hyper)
+    errors, _ = data_problems(params, panel)
+    assert len(errors) == 1 and "more than 31 segments" in errors[0], errors
+    assert "max_bins = 31" in errors[0] and "got native with 40 segments" in errors[0]
+
+
+def with_segments(expected, allowed=None, warn=()) -> Contract:
+    city = {"type": "string", **({"allowed": allowed} if allowed else {})}
+    return Contract.model_validate(
+        {
+            "columns": {"city": city, "year": {"type": "integer"}, "month": {"type": "integer"},
+                        "sales": {"type": "number"}},
+            "key": ["city", "year", "month"],
+            "min_rows": 0,
+            "extra_columns": "warn",
+            "completeness": {"expected_segments": expected, "warn": list(warn)},
+        }
+    )  # fmt: skip
+
+
+def test_check_params_refuses_native_when_the_contract_requires_too_many_segments(raw):
+    native = params_from_dict(with_(raw, train__segment_encoding="native", features__exogenous=[]))
+    for contract_ in (with_segments(MANY), with_segments("allowed", allowed=MANY)):
+        problems = segment_encoding_problems(native, contract_, "c.yaml")
+        assert len(problems) == 1, problems
+        assert problems[0].startswith(
+            "'train.segment_encoding' must not be native with more than 255 segments"
+        )
+        assert problems[0].endswith(
+            "got native with 300 segments that the data contract c.yaml requires "
+            "(completeness.expected_segments)"
+        )
+    # what the contract does not require, the data may not hold: check_data counts them
+    assert segment_encoding_problems(native, with_segments(MANY[:255]), "c.yaml") == []
+    warned = with_segments(MANY, warn=["expected_segments"])
+    assert segment_encoding_problems(native, warned, "c.yaml") == []
+    allowed_only = with_segments(None, allowed=MANY)
+    assert segment_encoding_problems(native, allowed_only, "c.yaml") == []
+    auto = params_from_dict(with_(raw, features__exogenous=[]))
+    assert segment_encoding_problems(auto, with_segments(MANY), "c.yaml") == []

@@ -28,6 +28,7 @@ from panelcast.modelling.model import (
     fit_model,
     loads_model,
     make_estimator,
+    model_card,
     time_folds,
     with_unit,
 )
@@ -119,6 +120,27 @@ def test_fit_search_and_predict(params, data):
     assert np.abs(pred - train[TARGET]).mean() < 0.2 * train[TARGET].mean()
     with pytest.raises(ValueError, match="order must match"):
         model.predict(train[cols[::-1]])
+
+
+def test_few_segments_stay_categorical(params, data):
+    """At most 255 segments with encoding auto: the segment stays a category of
+    HistGradientBoosting, the encoder passes the frame through, and the report says so
+    while ``best_params`` hold the estimator's hyperparameters only."""
+    train, cols = data
+    spec = small_spec(
+        params, enabled=True, folds=2, fold_periods=6, space={"learning_rate": [0.05, 0.2]}
+    )
+    assert spec.segment_encoding == "auto"
+    X = train[cols]
+    model, report = fit_model(X, train[TARGET], train[T].to_numpy(), spec, "log_ratio", "log_level")
+    assert report["segment_encoding"] == "native" and report["segment_levels"] == 3
+    assert set(report["search"]["best_params"]) == {"learning_rate"}
+    assert all("segment_encoding" not in c for c in report["search"]["candidates"])
+    pipe = model.regressor_
+    assert list(pipe.named_steps) == ["segment", "estimator"]
+    assert pipe.named_steps["segment"].transform(X) is X
+    assert pipe.named_steps["estimator"].is_categorical_[cols.index("segment")]
+    assert model_card(model)["segment_encoding"] == "native"
 
 
 SPACE = {"learning_rate": [0.05, 0.2], "max_leaf_nodes": [7, 15], "min_samples_leaf": [5, 20]}

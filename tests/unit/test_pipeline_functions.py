@@ -90,7 +90,7 @@ def chain(tmp_path_factory):
     model = loads_model(trained.model_bytes)
     cols = trained.metadata["features"]
     evaluation = evaluate(features, rules, rule_metrics, model, cols, params)
-    report_drift, effects = drift(
+    report_drift, effects, _ = drift(
         features, model, cols, trained.reference, params.drift, params.problem.calendar
     )
     return {
@@ -320,7 +320,7 @@ def test_a_single_series_goes_through_every_stage_function(chain):
     cols = trained.metadata["features"]
     evaluation = evaluate(features, rules, rule_metrics, model, cols, params)
     assert evaluation.metrics["segments"] == 1
-    report, _ = drift(features, model, cols, trained.reference, params.drift, MONTHLY)
+    report, _, _ = drift(features, model, cols, trained.reference, params.drift, MONTHLY)
     assert isinstance(report["drifted"], bool)
     out = predict(
         table, features, model, cols, evaluation.predictions, evaluation.metrics, "0" * 64, params

@@ -36,6 +36,7 @@ from pydantic import (
     Field,
     PlainValidator,
     ValidationError,
+    field_validator,
     model_validator,
 )
 from pydantic.fields import FieldInfo
@@ -403,9 +404,11 @@ class PathsSpec(StrictModel):
     predictions: Name
     model: Name
     model_metadata: Name
+    segment_models: Name
     reference: Name
     deployed_model: Name
     deployed_metadata: Name
+    deployed_segments: Name
     serving_state: Name
     forecasts: Name
     metrics: Name
@@ -495,8 +498,48 @@ class SearchSpec(StrictModel):
     space: dict[str, Annotated[list[Any], Field(min_length=1)]]
 
 
+#: Per-segment candidate families: the scikit-learn estimator on the segment's own rows,
+#: and statsforecast's per-series statistical forecasters.
+Family = Literal["sklearn", "auto_ets", "auto_arima", "theta", "seasonal_naive"]
+
+
+class PerSegmentSpec(StrictModel):
+    """The candidates of each segment's own model (strategies ``per_segment``, ``best_of``)."""
+
+    families: list[Family] = Field(
+        default_factory=lambda: ["auto_ets", "theta", "seasonal_naive"], min_length=1
+    )
+    #: a segment with fewer labelled training periods keeps the global model
+    min_train_periods: Positive = 36
+    #: AutoETS's search space (statsforecast's ``model``: error, trend, season, each A, M,
+    #: N or Z for "choose"): ZZZ tries all; ZZA (additive season) is about 40% faster
+    ets_space: Annotated[str, Field(pattern=r"^[AMZ][AMNZ][AMNZ]$")] = "ZZZ"
+
+    @field_validator("families")
+    @classmethod
+    def _unique(cls, value: list[str]) -> list[str]:
+        twice = sorted({f for f in value if value.count(f) > 1})
+        if twice:
+            raise ValueError(f"lists {twice} more than once; each family is a candidate once")
+        return value
+
+
+class EngineSpec(StrictModel):
+    """Where the per-segment models are fitted: joblib processes on this machine, or a
+    ``dask.distributed`` cluster (``scheduler``, else ``DASK_SCHEDULER_ADDRESS``, else a
+    LocalCluster of ``workers`` processes on 127.0.0.1 started for the stage)."""
+
+    backend: Literal["local", "dask"] = "local"
+    n_jobs: NJobs = 1
+    chunk_segments: Positive = 64
+    scheduler: str | None = None
+    workers: Positive = 2
+    #: seconds to reach the scheduler (or start the LocalCluster) before giving up
+    connect_timeout_s: float = Field(default=30.0, gt=0)
+
+
 class TrainSpec(StrictModel):
-    """The estimator, its hyperparameters and the search.
+    """The estimator, its hyperparameters and the search; the strategy and its engine.
 
     ``hyperparameters`` are checked against the estimator's own constraints by the
     check_params stage (:mod:`panelcast.pipeline.check_params`).
@@ -506,6 +549,15 @@ class TrainSpec(StrictModel):
     hyperparameters: dict[str, Any]
     seed: Annotated[int, Field(ge=0, le=2**32 - 1)]
     search: SearchSpec
+    #: global: one model for every segment; per_segment: each segment's own model (chosen
+    #: among ``per_segment.families`` by time-ordered CV); best_of: the better of the two
+    strategy: Literal["global", "per_segment", "best_of"] = "global"
+    #: how the global model sees the segment: native (categorical, at most 255 levels for
+    #: HistGradientBoosting), target_mean (mean training target of the segment), none, or
+    #: auto (native up to 255 levels, else the better of target_mean and none by CV)
+    segment_encoding: Literal["auto", "native", "target_mean", "none"] = "auto"
+    per_segment: PerSegmentSpec = Field(default_factory=PerSegmentSpec)
+    engine: EngineSpec = Field(default_factory=EngineSpec)
 
 
 class GateSpec(StrictModel):

@@ -1,5 +1,5 @@
-"""The model: an estimator factory, a level-ratio target wrapper, time-ordered search,
-and safe, byte-stable persistence with skops (never pickle)."""
+"""The model: an estimator factory, a level-ratio target wrapper, the segment encoder,
+time-ordered search, and safe, byte-stable persistence with skops (never pickle)."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from joblib import Parallel, delayed, parallel_config
-from sklearn.base import BaseEstimator, RegressorMixin, clone
-from sklearn.compose import ColumnTransformer
+from sklearn.base import BaseEstimator, RegressorMixin, TransformerMixin, clone
+from sklearn.compose import ColumnTransformer, make_column_selector
 from sklearn.ensemble import (
     ExtraTreesRegressor,
     HistGradientBoostingRegressor,
@@ -33,7 +33,7 @@ from threadpoolctl import threadpool_limits
 
 from ..core.config import TrainSpec
 from ..core.errors import ModelFileError, ParamsError
-from ..core.periods import Calendar
+from ..core.periods import SEGMENT_FEATURE, Calendar
 from ..core.progress import Progress
 
 logger = logging.getLogger(__name__)
@@ -45,6 +45,14 @@ ESTIMATORS: dict[str, type[BaseEstimator]] = {
     "Ridge": Ridge,
 }
 NATIVE_MISSING = {"HistGradientBoostingRegressor"}
+#: How the global model sees the segment column (``train.segment_encoding``).
+SEGMENT_ENCODINGS = ("auto", "native", "target_mean", "none")
+#: ``auto`` keeps the segment categorical up to this many levels (HistGradientBoosting's
+#: default ``max_bins``: its native categorical support refuses more).
+MAX_NATIVE_LEVELS = 255
+#: Pseudo-count of the target-mean encoding: a segment seen in ``n`` rows gets
+#: ``(n * its mean + SMOOTHING * global mean) / (n + SMOOTHING)``.
+SMOOTHING = 10.0
 
 
 class LevelRatioRegressor(RegressorMixin, BaseEstimator):
@@ -95,8 +103,172 @@ class LevelRatioRegressor(RegressorMixin, BaseEstimator):
         return np.clip(pred, 0, None)
 
 
+class SegmentEncoder(TransformerMixin, BaseEstimator):
+    """How the model sees the segment column ``column`` of a DataFrame; the other columns
+    pass through untouched, in order.
+
+    - ``native``: unchanged (a pandas categorical: HistGradientBoosting's native
+      categorical support, one-hot columns for the other estimators);
+    - ``target_mean``: replaced, in place and under the same name, by a float column: the
+      mean of the fitted target (``y`` of :meth:`fit`: ``log1p(y) - level`` inside
+      :class:`LevelRatioRegressor`) over the segment's rows, shrunk towards the global mean
+      by ``smoothing`` pseudo-rows: ``(n * mean + smoothing * global) / (n + smoothing)``.
+      A segment not seen in :meth:`fit` (or a missing one) gets the global mean;
+    - ``none``: the column is dropped;
+    - ``auto``: ``native`` when the rows given to :meth:`fit` hold at most ``max_levels``
+      segments, else ``target_mean`` (the encoding used is ``encoding_``).
+
+    Everything is learned in :meth:`fit` from the rows it is given only (in a CV fold: the
+    fold's training part). A frame without ``column`` passes through unchanged.
+    """
+
+    def __init__(
+        self,
+        column: str = SEGMENT_FEATURE,
+        encoding: str = "auto",
+        smoothing: float = SMOOTHING,
+        max_levels: int = MAX_NATIVE_LEVELS,
+    ):
+        self.column = column
+        self.encoding = encoding
+        self.smoothing = smoothing
+        self.max_levels = max_levels
+
+    def fit(self, X: pd.DataFrame, y: Any = None) -> SegmentEncoder:
+        """Learn the encoding of ``X[column]`` (and, for ``target_mean``, its target means)."""
+        if self.encoding not in SEGMENT_ENCODINGS:
+            raise ValueError(
+                f"The 'encoding' parameter of SegmentEncoder must be one of "
+                f"{list(SEGMENT_ENCODINGS)}. Got {self.encoding!r} instead."
+            )
+        if not self.smoothing >= 0:
+            raise ValueError(
+                f"The 'smoothing' parameter of SegmentEncoder must be a float >= 0. "
+                f"Got {self.smoothing!r} instead."
+            )
+        if not isinstance(X, pd.DataFrame):
+            raise TypeError(f"SegmentEncoder expects a pandas DataFrame, got {type(X).__name__}.")
+        self.feature_names_in_ = np.asarray(X.columns, dtype=object)
+        self.n_features_in_ = X.shape[1]
+        present = self.column in X.columns
+        self.n_levels_ = segment_levels(X, self.column)
+        encoding = self.encoding
+        if encoding == "auto":
+            encoding = "native" if self.n_levels_ <= self.max_levels else "target_mean"
+        self.encoding_ = encoding if present else "native"
+        if self.encoding_ == "target_mean":
+            self._fit_means(X[self.column], y)
+        return self
+
+    def _fit_means(self, col: pd.Series, y: Any) -> None:
+        if y is None:
+            raise ValueError("SegmentEncoder with encoding='target_mean' needs y in fit.")
+        z = np.asarray(y, dtype=float)
+        if z.shape != (len(col),):
+            raise ValueError(
+                f"y must hold one value per row of X ({len(col)} rows), got shape {z.shape}."
+            )
+        codes, uniques = pd.factorize(col, sort=True)
+        ok = (codes >= 0) & np.isfinite(z)
+        counts = np.bincount(codes[ok], minlength=len(uniques)).astype(float)
+        sums = np.bincount(codes[ok], weights=z[ok], minlength=len(uniques))
+        self.global_mean_ = float(z[ok].mean()) if ok.any() else 0.0
+        seen = counts > 0
+        m = float(self.smoothing)
+        # an array (strings: fixed width) is stored by skops as one .npy entry, not a node
+        # per segment: 55,000 segments load in milliseconds
+        self.categories_ = np.asarray([_plain(v) for v in np.asarray(uniques, dtype=object)[seen]])
+        self.counts_ = counts[seen].astype(np.int64)
+        self.encodings_ = (sums[seen] + m * self.global_mean_) / (counts[seen] + m)
+
+    def transform(self, X: pd.DataFrame) -> pd.DataFrame:
+        """``X`` with the segment column encoded (the same frame for ``native``)."""
+        check_is_fitted(self, "encoding_")
+        if self.encoding_ == "native" or self.column not in self.feature_names_in_:
+            return X
+        if self.column not in X.columns:
+            raise ValueError(
+                f"X has no column {self.column!r}; SegmentEncoder was fitted with it "
+                f"(found {list(X.columns)[:8]}...)."
+            )
+        if self.encoding_ == "none":
+            return X.drop(columns=[self.column])
+        out = X.copy()
+        out[self.column] = self.encode(X[self.column])
+        return out
+
+    def encode(self, values: pd.Series) -> np.ndarray:
+        """The target-mean encoding of segment ``values`` (global mean when unseen)."""
+        check_is_fitted(self, "encodings_")
+        known = pd.Index(self.categories_)
+        if isinstance(values.dtype, pd.CategoricalDtype):
+            # encode the (few) categories, then index by code: linear in the rows
+            pos = known.get_indexer(values.cat.categories)
+            per_category = np.append(
+                np.where(pos >= 0, self.encodings_[pos], self.global_mean_), self.global_mean_
+            )
+            return per_category[values.cat.codes.to_numpy()]  # code -1 (missing): the last
+        pos = known.get_indexer(values)
+        return np.where(pos >= 0, self.encodings_[pos], self.global_mean_)
+
+    def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
+        """The columns :meth:`transform` returns (the input's, minus the segment for none)."""
+        check_is_fitted(self, "encoding_")
+        names = list(self.feature_names_in_)
+        if self.encoding_ == "none" and self.column in names:
+            names.remove(self.column)
+        return np.asarray(names, dtype=object)
+
+
+def segment_levels(X: pd.DataFrame, column: str = SEGMENT_FEATURE) -> int:
+    """Distinct segments (missing values aside) that occur in ``X[column]`` (0 without it):
+    what HistGradientBoosting counts against ``max_bins``."""
+    if column not in X.columns:
+        return 0
+    col = X[column]
+    if isinstance(col.dtype, pd.CategoricalDtype):
+        codes = col.cat.codes.to_numpy()
+        return int(np.count_nonzero(np.bincount(codes[codes >= 0], minlength=1)))
+    return int(col.nunique(dropna=True))
+
+
+def native_level_limit(spec: TrainSpec) -> int | None:
+    """Most segments ``native`` encoding can take with ``spec``'s estimator: the smallest
+    ``max_bins`` HistGradientBoosting is given (in ``hyperparameters`` or, with the search,
+    in its space), None (no limit) for the estimators that one-hot encode."""
+    if spec.estimator != "HistGradientBoostingRegressor":
+        return None
+    default = HistGradientBoostingRegressor().max_bins
+    bins = [spec.hyperparameters.get("max_bins", default)]
+    if spec.search.enabled:
+        bins += list(spec.search.space.get("max_bins", []))
+    bins = [b for b in bins if isinstance(b, int) and not isinstance(b, bool)]
+    return min(bins, default=default)
+
+
+def native_level_problem(spec: TrainSpec, levels: int, found: str) -> str | None:
+    """Why ``train.segment_encoding: native`` cannot work with ``levels`` segments (None
+    when it can); ``found`` says where they were counted."""
+    limit = native_level_limit(spec)
+    if spec.segment_encoding != "native" or limit is None or levels <= limit:
+        return None
+    return (
+        f"'train.segment_encoding' must not be native with more than {limit} segments for "
+        f"{spec.estimator} (its categorical support takes at most max_bins = {limit} "
+        f"levels): use auto or target_mean (or none), got native with {levels} segments "
+        f"{found}"
+    )
+
+
 def make_estimator(spec: TrainSpec, categorical: list[str], numeric: list[str]) -> Pipeline:
-    """Return an **unfitted** pipeline for the estimator named in params."""
+    """Return an **unfitted** pipeline for the estimator named in params: the
+    :class:`SegmentEncoder` (step ``segment``, ``train.segment_encoding``), then the
+    estimator (after a scaler and one-hot encoder for those without native categories).
+
+    ``categorical`` and ``numeric`` are the columns of each kind the pipeline is given; the
+    one-hot encoder takes the categorical columns the segment encoder leaves (selected by
+    dtype: a ``target_mean`` segment is numeric, a ``none`` one is gone).
+    """
     if spec.estimator not in ESTIMATORS:
         raise ParamsError(
             f"params key 'train.estimator': unknown estimator {spec.estimator!r}; "
@@ -108,19 +280,29 @@ def make_estimator(spec: TrainSpec, categorical: list[str], numeric: list[str]) 
     accepted = cls().get_params()
     if "random_state" in accepted:
         hyper["random_state"] = spec.seed
+    limit = native_level_limit(spec) or MAX_NATIVE_LEVELS
+    encoder = SegmentEncoder(SEGMENT_FEATURE, spec.segment_encoding, max_levels=limit)
+    steps: list[tuple[str, Any]] = [("segment", encoder)]
     if spec.estimator == "HistGradientBoostingRegressor":
         hyper.setdefault("categorical_features", "from_dtype")
-        estimator = cls(**hyper)
-        steps = [("estimator", estimator)]
+        steps.append(("estimator", cls(**hyper)))
     else:
         pre = ColumnTransformer(
             [
-                ("num", make_pipeline(SimpleImputer(strategy="median"), StandardScaler()), numeric),
-                ("cat", OneHotEncoder(handle_unknown="ignore"), categorical),
+                (
+                    "num",
+                    make_pipeline(SimpleImputer(strategy="median"), StandardScaler()),
+                    make_column_selector(dtype_exclude="category"),
+                ),
+                (
+                    "cat",
+                    OneHotEncoder(handle_unknown="ignore"),
+                    make_column_selector(dtype_include="category"),
+                ),
             ],
             verbose_feature_names_out=False,
         )
-        steps = [("preprocess", pre), ("estimator", cls(**hyper))]
+        steps += [("preprocess", pre), ("estimator", cls(**hyper))]
     return Pipeline(steps)
 
 
@@ -195,11 +377,43 @@ def fit_model(
     ``GridSearchCV`` / ``RandomizedSearchCV`` (``random_state=seed``) with the MAE: the mean
     over folds (unweighted), and the first candidate of lowest mean wins; the winner is
     then refitted on every row.
+
+    ``train.segment_encoding`` (see :class:`SegmentEncoder`) is resolved on the segments
+    of ``X``: ``auto`` is native up to :func:`native_level_limit` segments (the model's
+    encoder stays ``auto``, so that a refit on more segments falls back to target_mean);
+    beyond, the search tries ``target_mean`` and ``none`` with every candidate (the CV
+    picks), or it is ``target_mean`` without the search. ``native`` beyond the limit of
+    HistGradientBoosting raises :class:`ParamsError`. The report names the encoding used
+    (``segment_encoding``, None without a segment column); ``best_params`` keeps the
+    estimator's hyperparameters only.
     """
     categorical = [c for c in X.columns if isinstance(X[c].dtype, pd.CategoricalDtype)]
     numeric = [c for c in X.columns if c not in categorical]
     model = LevelRatioRegressor(make_estimator(spec, categorical, numeric), level_feature, scale)
-    report: dict[str, Any] = {"estimator": spec.estimator, "search": None}
+    levels = segment_levels(X)
+    encoding, choices = segment_encoding_choices(spec, levels, spec.search.enabled)
+    if len(choices) == 1:
+        model.set_params(**{_ENCODING: choices[0]})
+    if len(choices) > 1:
+        logger.info(
+            "segment encoding: %d segments, too many to keep them categorical "
+            "(train.segment_encoding auto): the search chooses between %s",
+            levels,
+            " and ".join(choices),
+        )
+    elif encoding is not None:
+        logger.info(
+            "segment encoding: %s (%d segments, train.segment_encoding %s)",
+            encoding,
+            levels,
+            spec.segment_encoding,
+        )
+    report: dict[str, Any] = {
+        "estimator": spec.estimator,
+        "segment_encoding": encoding,
+        "segment_levels": levels,
+        "search": None,
+    }
     s = spec.search
     if not s.enabled:
         with threadpool_limits(limits=threads):
@@ -209,6 +423,8 @@ def fit_model(
     grid = {f"{_INNER}{k}": v for k, v in s.space.items()}
     splits = time_folds(t, s.folds, s.fold_periods, calendar)
     candidates = search_candidates(grid, s.method, s.n_iter, spec.seed)
+    if len(choices) > 1:  # the encoding: one more search dimension, inside each candidate
+        candidates = [{**c, _ENCODING: e} for c in candidates for e in choices]
     tasks = [(i, j) for i in range(len(candidates)) for j in range(len(splits))]
     logger.info(
         "search: %s over %d candidate(s) x %d time-ordered folds = %d fits, "
@@ -254,6 +470,7 @@ def fit_model(
         "candidates": [
             {
                 "params": _short(params),
+                **({"segment_encoding": params[_ENCODING]} if _ENCODING in params else {}),
                 "cv_mae": float(mean[i]),
                 "cv_mae_std": float(std[i]),
                 "rank": int(rank[i]),
@@ -261,11 +478,38 @@ def fit_model(
             for i, params in enumerate(candidates)
         ],
     }
+    if len(choices) > 1:
+        report["segment_encoding"] = candidates[best][_ENCODING]
+        logger.info("segment encoding chosen by the search: %s", report["segment_encoding"])
     return final, report
 
 
 #: Where the estimator's hyperparameters sit inside :class:`LevelRatioRegressor`.
 _INNER = "regressor__estimator__"
+#: The segment encoding of the model (a search dimension when ``auto`` has too many levels).
+_ENCODING = "regressor__segment__encoding"
+
+
+def segment_encoding_choices(
+    spec: TrainSpec, levels: int, search: bool
+) -> tuple[str | None, list[str]]:
+    """``train.segment_encoding`` resolved for ``levels`` segments: the encoding used
+    (None without segments; the first choice when the search picks) and the values to set
+    on the model (none: keep the factory's; several: the search picks among them).
+
+    Raises :class:`ParamsError` for ``native`` with more segments than the estimator takes.
+    """
+    if levels == 0:
+        return None, []
+    problem = native_level_problem(spec, levels, "in the training rows")
+    if problem:
+        raise ParamsError(f"params: {problem}.")
+    if spec.segment_encoding != "auto":
+        return spec.segment_encoding, []
+    if levels <= (native_level_limit(spec) or MAX_NATIVE_LEVELS):
+        return "native", []
+    choices = ["target_mean", "none"] if search else ["target_mean"]
+    return choices[0], choices
 
 
 def search_candidates(grid: dict[str, list], method: str, n_iter: int, seed: int) -> list[dict]:
@@ -293,7 +537,8 @@ def _fold_mae(
 
 
 def _short(params: dict) -> dict:
-    return {k.split("__")[-1]: _plain(v) for k, v in params.items()}
+    """The estimator's hyperparameters of a candidate, by name (its encoding left out)."""
+    return {k.split("__")[-1]: _plain(v) for k, v in params.items() if k != _ENCODING}
 
 
 def _plain(value: Any) -> Any:
@@ -305,6 +550,8 @@ def _plain(value: Any) -> Any:
 #: The only types a model file may contain beyond skops' defaults. Anything else is refused.
 TRUSTED_TYPES: list[str] = [
     "panelcast.modelling.model.LevelRatioRegressor",
+    "panelcast.modelling.model.SegmentEncoder",
+    "sklearn.compose._column_transformer.make_column_selector",
     "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
     "sklearn.ensemble._hist_gradient_boosting.binning._BinMapper",
     "sklearn._loss.loss.HalfSquaredError",
@@ -432,7 +679,11 @@ def model_card(model: LevelRatioRegressor) -> dict:
     """Plain description of a fitted model for the metadata file."""
     inner = model.regressor_.named_steps["estimator"]
     params = {k: _plain(v) for k, v in inner.get_params().items() if _jsonable(v)}
-    return {"class": type(inner).__name__, "params": params, "scale": model.scale}
+    card = {"class": type(inner).__name__, "params": params, "scale": model.scale}
+    encoder = model.regressor_.named_steps.get("segment")
+    if isinstance(encoder, SegmentEncoder) and encoder.column in encoder.feature_names_in_:
+        card["segment_encoding"] = encoder.encoding_
+    return card
 
 
 def _jsonable(value: Any) -> bool:

@@ -320,7 +320,7 @@ def build_profile(
             "missing_rate": n_missing / n_rows,
             "counts": counts,
         }
-    logger.info(
+    logger.debug(
         "Built drift profile: %d rows, %d numeric and %d categorical columns.",
         n_rows,
         len(numeric),

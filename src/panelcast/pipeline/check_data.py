@@ -10,7 +10,9 @@ its value and what would fit, instead of failing later inside a model library:
 - lags, rolling windows and the level window against the history the training window
   offers;
 - the search folds, the calibration and retrain hold-outs against the training window;
-- the backtest's first training window against its validation and drift windows.
+- the backtest's first training window against its validation and drift windows;
+- ``train.segment_encoding: native`` against the number of segments (HistGradientBoosting
+  takes at most ``max_bins`` = 255 categories).
 """
 
 from __future__ import annotations
@@ -144,6 +146,15 @@ def data_problems(
             f"the first backtest training window {b.first_train_start}..{b.first_train_end} "
             f"({cal.count(first_window)}) is short for features reading {cal.count(width)}"
         )
+    if params.train.segment_encoding == "native" and params.features.segment_feature:
+        # imported here: the model module loads scikit-learn's estimators (about 1 s),
+        # which only this check needs
+        from ..modelling.model import native_level_problem
+
+        found = "with an observed target in the prepared panel"
+        line = native_level_problem(params.train, int(len(history)), found)
+        if line:
+            errors.append(line)
     for i, named in enumerate(problem.named_periods):
         start, end = cal.parse(named.start), cal.parse(named.end)
         if end < first or start > last:

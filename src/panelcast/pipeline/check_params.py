@@ -11,6 +11,8 @@ any stage runs:
 - the data contract ``paths.contract``, loaded strictly, and the columns the params name
   (segment, target, time, exogenous, prepare steps) against the columns it declares,
   followed through the ``prepare`` steps (wide to long, aggregation);
+- ``train.segment_encoding: native`` against the segments the data contract requires
+  (``completeness.expected_segments``): HistGradientBoosting takes at most ``max_bins``;
 - the ``paths``: every output lies inside the repository, is neither an input (the
   source, the contract, params.yaml, dvc.yaml, dvc.lock) nor a file git tracks, nor an
   existing file that dvc.lock does not record as an output. DVC deletes a stage's outputs
@@ -54,7 +56,7 @@ from ..data.sources import (
     source_kind,
     watch_target,
 )
-from ..modelling.model import ESTIMATORS
+from ..modelling.model import ESTIMATORS, native_level_problem
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +68,7 @@ CHECKS = [
     "drift_key_columns",
     "contract",
     "contract_columns",
+    "segment_encoding",
     "paths",
     "source",
 ]
@@ -311,6 +314,29 @@ def contract_column_problems(params: Params, contract: Contract, contract_path: 
     return list(dict.fromkeys(problems))
 
 
+def segment_encoding_problems(params: Params, contract: Contract, contract_path: str) -> list[str]:
+    """``train.segment_encoding: native`` with more segments than the estimator takes, when
+    the data contract requires that many in the prepared panel: the segments of
+    ``completeness.expected_segments`` (a list, or ``allowed``: the segment column's allowed
+    values), unless ``completeness.warn`` makes their absence a warning. Fewer segments
+    are only known with the data (the check_data stage counts them)."""
+    train, problem = params.train, params.problem
+    if train.segment_encoding != "native" or not params.features.segment_feature:
+        return []
+    completeness = contract.completeness
+    expected = completeness.expected_segments
+    if problem.segment is None or expected is None or "expected_segments" in completeness.warn:
+        return []
+    if expected == "allowed":
+        rule = contract.columns.get(problem.segment)
+        if rule is None or rule.allowed is None:
+            return []  # the contract check names it with the data
+        expected = rule.allowed
+    found = f"that the data contract {contract_path} requires (completeness.expected_segments)"
+    line = native_level_problem(train, len(set(expected)), found)
+    return [line] if line else []
+
+
 def _after(prepare: Any) -> str:
     steps = [s for s in ("wide", "aggregate") if getattr(prepare, s) is not None]
     return f", followed through prepare.{' and prepare.'.join(steps)}" if steps else ""
@@ -480,6 +506,7 @@ def check_params(params: Params, file: str = "params.yaml") -> dict:
         raise ParamsError(f"{file}: {'; '.join(problems)}")
     contract = load_contract(params.paths.contract, calendar=params.problem.calendar)
     problems = contract_column_problems(params, contract, params.paths.contract)
+    problems += segment_encoding_problems(params, contract, params.paths.contract)
     problems += path_problems(params)
     problems += source_problems(params)
     if problems:

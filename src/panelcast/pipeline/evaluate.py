@@ -14,6 +14,7 @@ from ..core.periods import PERIOD, PREDICTION, TARGET, WINDOW, T
 from ..modelling.evaluation import gain_pct, gate, per_segment, score_rules
 from ..modelling.metrics import scores
 from ..modelling.model import with_unit
+from ..modelling.routing import Router, route_summary
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +41,13 @@ def evaluate(
     params: Params,
     baseline_name: str = "metrics/baseline.json",
 ) -> Evaluation:
-    """Score ``model`` on the test rows of ``features`` beside the best rule of ``baseline``."""
+    """Score ``model`` on the test rows of ``features`` beside the best rule of ``baseline``.
+
+    ``model`` is the global model or a :class:`~panelcast.modelling.routing.Router` (each
+    segment forecast by its own model, the statistical ones refitted on the training
+    window); the scores are also given per segment, with the segments where the model
+    loses to the best rule named.
+    """
     seg, metric = params.problem.segment_column, params.problem.metric
     missing = [k for k in ("best_rule", "best") if k not in baseline]
     if missing:
@@ -48,7 +55,8 @@ def evaluate(
             f"{baseline_name}: missing key(s) {missing} (edited by hand?); restore it "
             f"with `git checkout -- {baseline_name}` or rerun `dvc repro baseline`."
         )
-    test = features[features[WINDOW] == "test"].reset_index(drop=True)
+    is_test = (features[WINDOW] == "test").to_numpy()
+    test = features[is_test].reset_index(drop=True)
     test_rules = rules[rules[WINDOW] == "test"].reset_index(drop=True)
     if len(test) != len(test_rules) or not (test[T].to_numpy() == test_rules[T].to_numpy()).all():
         raise DataError(
@@ -57,12 +65,19 @@ def evaluate(
         )
     best_rule, rule_scores = checked_rule_scores(rules, baseline, metric, baseline_name)
     out = test[[seg, PERIOD, T, TARGET]].copy()
-    out[PREDICTION] = model.predict(test[columns])
+    if isinstance(model, Router):
+        fit_end = params.problem.calendar.parse(params.windows.train_end)
+        out[PREDICTION] = model.predict(features, columns, is_test, fit_end)
+    else:
+        out[PREDICTION] = model.predict(test[columns])
     out[best_rule] = test_rules[best_rule].to_numpy()
     model_scores = scores(out[TARGET], out[PREDICTION])
     gain = gain_pct(model_scores[metric], rule_scores[metric])
     passed, reasons = gate(model_scores, gain, params.evaluate.gate)
     by_seg = per_segment(out, seg, PREDICTION, best_rule)
+    if isinstance(model, Router):
+        by_seg.insert(1, "family", model.families(by_seg[seg]))
+    losing = by_seg.loc[by_seg["mae"] > by_seg["rule_mae"], seg].astype(str).tolist()
     result = {
         "window": {"start": params.windows.test_start, "end": params.windows.test_end},
         "metric": metric,
@@ -77,8 +92,13 @@ def evaluate(
         "gate_failures": reasons,
         "segments_model_better": int((by_seg["mae"] < by_seg["rule_mae"]).sum()),
         "segments": int(len(by_seg)),
+        # the segments where the best rule beats the model (worth a look, or a rule there)
+        "segments_losing_to_rule": losing,
         "per_segment": by_seg.round(4).to_dict(orient="records"),
     }
+    if isinstance(model, Router):
+        result["strategy"] = model.strategy
+        result["models_by_family"] = route_summary(model)
     unit = params.problem.unit if metric in UNIT_METRICS else None
     logger.info(
         "%s: model %s %s vs best rule %s %s: gain %.2f%%; gate %s",
@@ -90,6 +110,14 @@ def evaluate(
         gain,
         "passed" if passed else "FAILED: " + "; ".join(reasons),
     )
+    if losing:
+        logger.info(
+            "%d of %d segments lose to the best rule on the test window: %s%s",
+            len(losing),
+            len(by_seg),
+            ", ".join(losing[:10]),
+            ", ..." if len(losing) > 10 else "",
+        )
     return Evaluation(out, result, plot_tables(out, by_seg, seg, best_rule))
 
 
@@ -155,10 +183,9 @@ def plot_tables(
     )
     per_period = err.groupby(PERIOD, sort=True)[["model_mae", "rule_mae"]].mean().round(3)
     per_seg = by_seg.rename(columns={seg: "segment", "mae": "model_mae"})
+    shown = ["segment", *(["family"] if "family" in per_seg else []), "model_mae", "rule_mae"]
     return {
         "predicted_vs_actual.csv": predicted,
         "error_over_time.csv": per_period.reset_index(),
-        "error_by_segment.csv": per_seg[["segment", "model_mae", "rule_mae"]]
-        .round(3)
-        .sort_values("model_mae", ascending=False),
+        "error_by_segment.csv": per_seg[shown].round(3).sort_values("model_mae", ascending=False),
     }

@@ -1,4 +1,6 @@
-"""Stage train: fit the model with the time-ordered search; describe it; profile its reference."""
+"""Stage train: fit the global model with the time-ordered search, and each segment's own
+model when the strategy asks for it (one stage for all models); describe them; profile the
+drift reference."""
 
 from __future__ import annotations
 
@@ -13,9 +15,19 @@ import sklearn
 import skops
 
 from ..core.config import Params
-from ..core.periods import LEVEL_FEATURE, TARGET, WINDOW, T
+from ..core.periods import LEVEL_FEATURE, SEGMENT_FEATURE, TARGET, WINDOW, T
 from ..modelling.features import feature_columns
-from ..modelling.model import dumps_model, fit_model, model_card, with_unit
+from ..modelling.many import (
+    GLOBAL,
+    ChunkConfig,
+    SegmentData,
+    build_manifest,
+    chunked,
+    fit_chunk,
+    global_manifest,
+    run_chunks,
+)
+from ..modelling.model import dumps_model, fit_model, model_card, time_folds, with_unit
 from ..monitoring.drift import build_profile
 from ..monitoring.reference import monitored_frame, steady_state
 
@@ -24,12 +36,16 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Trained:
-    """What the train stage writes: the model file, its metadata, reference and metrics."""
+    """What the train stage writes: the global model file, its metadata, the segment
+    models' manifest and files (names relative to ``paths.segment_models``), the drift
+    reference and the metrics."""
 
     model_bytes: bytes
     metadata: dict
     reference: dict
     metrics: dict
+    manifest: dict
+    segment_files: dict[str, bytes]
 
 
 def train(features: pd.DataFrame, data_sha256: str, params: Params) -> Trained:
@@ -105,7 +121,108 @@ def train(features: pd.DataFrame, data_sha256: str, params: Params) -> Trained:
     model_bytes = dumps_model(model)
     # ties the metadata to this very file: the stages that load the model check it
     metadata["sha256"] = hashlib.sha256(model_bytes).hexdigest()
-    return Trained(model_bytes, metadata, reference, metrics)
+    cv_mae = report["search"]["best_cv_mae"] if report["search"] else None
+    if params.train.strategy == GLOBAL:
+        segments = sorted(features[problem.segment_column].astype(str).unique())
+        manifest, files = global_manifest(segments, params.paths.model, metadata["sha256"], cv_mae)
+    else:
+        results = fit_segment_models(features, cols, model, metrics["chosen"], params)
+        manifest, files = build_manifest(
+            results, params.train.strategy, params.paths.model, metadata["sha256"], cv_mae
+        )
+        metrics["segment_models"] = {
+            "strategy": params.train.strategy,
+            "families": manifest["families"],
+            "backend": params.train.engine.backend,
+        }
+        logger.info(
+            "%s: %d segments, models by family %s",
+            params.train.strategy,
+            manifest["segments"],
+            manifest["families"],
+        )
+    metadata["segment_models"] = {
+        "strategy": params.train.strategy,
+        "families": manifest["families"],
+    }
+    return Trained(model_bytes, metadata, reference, metrics, manifest, files)
+
+
+def fit_segment_models(
+    features: pd.DataFrame, cols: list[str], model: object, chosen: dict, params: Params
+) -> list:
+    """Choose and fit every segment's own model on the training window (strategies
+    ``per_segment`` and ``best_of``), in chunks on the configured engine."""
+    problem, spec = params.problem, params.train
+    seg = problem.segment_column
+    window = features[features[WINDOW] == "train"].sort_values([seg, T], kind="stable")
+    labelled = window[window[TARGET].notna()]
+    t_lab = labelled[T].to_numpy()
+    splits = time_folds(t_lab, spec.search.folds, spec.search.fold_periods, problem.calendar)
+    fold_starts = tuple(int(t_lab[val].min()) for _, val in splits)
+    global_cv = None
+    if spec.strategy == "best_of":
+        global_cv = global_fold_forecasts(window, labelled, cols, model, splits)
+    own_cols = [c for c in cols if c != SEGMENT_FEATURE]
+    need_x = "sklearn" in spec.per_segment.families
+    data = []
+    for name, part in window.groupby(seg, sort=True, observed=True):
+        idx = part.index
+        data.append(
+            SegmentData(
+                str(name),
+                part[T].to_numpy(),
+                part[TARGET].to_numpy(dtype=float),
+                part[own_cols].reset_index(drop=True) if need_x else None,
+                None if global_cv is None else global_cv.loc[idx].to_numpy(),
+            )
+        )
+    cfg = ChunkConfig(
+        strategy=spec.strategy,
+        families=tuple(spec.per_segment.families),
+        fold_starts=fold_starts,
+        fold_periods=spec.search.fold_periods,
+        season_length=problem.calendar.season_length,
+        min_train_periods=spec.per_segment.min_train_periods,
+        train=spec.model_dump(),
+        hyperparameters=chosen,
+        scale=params.features.scale,
+        level_feature=LEVEL_FEATURE,
+        ets_space=spec.per_segment.ets_space,
+    )
+    engine = spec.engine
+    logger.info(
+        "%s: %d segments x %d candidate famil%s, %d time-ordered folds, chunks of %d on %s",
+        spec.strategy,
+        len(data),
+        len(cfg.families) + (spec.strategy == "best_of"),
+        "y" if len(cfg.families) + (spec.strategy == "best_of") == 1 else "ies",
+        len(fold_starts),
+        engine.chunk_segments,
+        f"dask ({engine.workers} local workers or the given scheduler)"
+        if engine.backend == "dask"
+        else f"{engine.n_jobs} local process(es)",
+    )
+    return run_chunks(fit_chunk, chunked(data, engine.chunk_segments), cfg, engine)
+
+
+def global_fold_forecasts(
+    window: pd.DataFrame,
+    labelled: pd.DataFrame,
+    cols: list[str],
+    model: object,
+    splits: list,
+) -> pd.Series:
+    """The global model's forecast of each validation row of the CV folds, refitted on
+    each fold's training part with the chosen hyperparameters (NaN outside the folds)."""
+    from sklearn.base import clone
+
+    out = pd.Series(np.nan, index=window.index)
+    for train_idx, val_idx in splits:
+        fitted = clone(model).fit(labelled[cols].iloc[train_idx], labelled[TARGET].iloc[train_idx])
+        rows = labelled.iloc[val_idx]
+        out.loc[rows.index] = fitted.predict(rows[cols])
+    return out
 
 
 def chosen_hyperparameters(configured: dict, report: dict) -> dict:
