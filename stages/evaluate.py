@@ -1,12 +1,14 @@
 """Stage evaluate: score the model on the test window against the best rule; apply the gate."""
 
-import pandas as pd
+import pyarrow.compute as pc
 
 from panelcast.core.io import read_json, write_csv, write_json, write_parquet
+from panelcast.core.periods import PERIOD, TARGET, WINDOW, T
 from panelcast.core.stage import StageError, run_stage
+from panelcast.modelling.features import read_rows
 from panelcast.modelling.model import load_model
 from panelcast.modelling.routing import Router
-from panelcast.pipeline.evaluate import evaluate
+from panelcast.pipeline.evaluate import evaluate, only_global
 
 
 def main(params, args) -> None:
@@ -19,15 +21,22 @@ def main(params, args) -> None:
         params.problem.segment_column,
         global_sha256=metadata.get("sha256"),
     )
+    columns = list(metadata["features"])
+    test = pc.field(WINDOW) == "test"
+    # the test rows alone, unless a segment's own model reads its history
+    meta = [params.problem.segment_column, PERIOD, T, WINDOW, TARGET]
+    rows = test if only_global(router) else None
+    features = read_rows(paths.features, meta + columns, rows, by=(WINDOW,))
     result = evaluate(
-        pd.read_parquet(paths.features),
-        pd.read_parquet(paths.baseline),
+        features,
+        read_rows(paths.baseline, None, test, by=(WINDOW,)),
         read_json(paths.metric("baseline")),
         router,
-        list(metadata["features"]),
+        columns,
         params,
         str(paths.metric("baseline")),
     )
+    del features
     # kept when the gate fails the stage: the scores say why
     write_json(paths.metric("evaluate"), result.metrics, keep_on_failure=True)
     write_parquet(paths.predictions, result.predictions)

@@ -4,12 +4,14 @@ import pandas as pd
 
 from panelcast.core.io import write_json, write_parquet
 from panelcast.core.stage import run_stage
-from panelcast.modelling.features import build_features
+from panelcast.modelling.features import build_features, input_columns
 
 
 def main(params, args) -> None:
-    table = pd.read_parquet(params.paths.validated)
+    columns = input_columns(params.problem, params.features)
+    table = pd.read_parquet(params.paths.validated, columns=columns)
     frame, summary = build_features(table, params.problem, params.features, params.windows)
+    del table
     write_parquet(params.paths.features, frame)
     write_json(params.paths.metric("features"), summary)
 

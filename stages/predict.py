@@ -1,28 +1,45 @@
-"""Stage predict: deploy the model (refit on every labelled period by default) and forecast
-the period after the data for every segment, with calibrated prediction intervals."""
+"""Stage predict: deploy the model (refit on every labelled period by default) and each
+segment's own model (``train.strategy`` per_segment or best_of), and forecast the period
+after the data for every segment, with prediction intervals.
+
+The interval offsets are calibrated on the global model's residuals and applied to every
+forecast, whatever model made it: the intervals of segments forecast by their own model
+are not calibrated per family.
+"""
 
 import pandas as pd
 
 from panelcast.core.io import read_json, write_bytes, write_csv, write_json, write_parquet
 from panelcast.core.stage import run_stage
 from panelcast.modelling.model import load_model
+from panelcast.modelling.routing import Router, write_model_dir
 from panelcast.pipeline.predict import FORECAST, predict
 
 
 def main(params, args) -> None:
     paths = params.paths
     metadata = read_json(paths.model_metadata)
+    evaluated = load_model(paths.model, metadata, paths.model_metadata)
+    router = Router.load(
+        paths.segment_models,
+        evaluated,
+        params.problem.calendar.season_length,
+        params.problem.segment_column,
+        global_sha256=metadata["sha256"],
+    )
     out = predict(
         pd.read_parquet(paths.validated),
         pd.read_parquet(paths.features),
-        load_model(paths.model, metadata, paths.model_metadata),
+        evaluated,
         list(metadata["features"]),
         pd.read_parquet(paths.predictions),
         read_json(paths.metric("evaluate")),
         read_json(paths.metric("collect"))["source"]["sha256"],
         params,
+        router=router,
     )
     write_bytes(paths.deployed_model, out.model_bytes)
+    write_model_dir(paths.deployed_segments, out.segment_manifest, out.segment_files)
     write_json(paths.deployed_metadata, out.metadata)
     write_parquet(paths.serving_state, out.serving_state)
     write_parquet(paths.forecasts, out.forecasts)

@@ -2,18 +2,16 @@
 segment's own model; save them with skops (a directory with a manifest for the segment
 models), the metadata, and the reference statistics the drift stage compares against."""
 
-import pandas as pd
-
 from panelcast.core.io import read_json, write_bytes, write_json
 from panelcast.core.stage import run_stage
 from panelcast.modelling.routing import write_model_dir
-from panelcast.pipeline.train import train
+from panelcast.pipeline.train import read_training_data, train_on
 
 
 def main(params, args) -> None:
     paths = params.paths
     data_sha256 = read_json(paths.metric("collect"))["source"]["sha256"]
-    out = train(pd.read_parquet(paths.features), data_sha256, params)
+    out = train_on(read_training_data(paths.features, params), data_sha256, params)
     write_bytes(paths.model, out.model_bytes)
     write_model_dir(paths.segment_models, out.manifest, out.segment_files)
     write_json(paths.model_metadata, out.metadata)

@@ -4,7 +4,9 @@
 (the txhousing table inside the plotnine wheel), with the search disabled and fewer
 boosting rounds, and writes what the predict stage writes into a folder, with a
 ``params.yaml`` whose ``paths:`` point there (absolute) and a copy of ``contract.yaml``.
-The benchmark uses it too (with the configured boosting rounds).
+The benchmark uses it too (with the configured boosting rounds). With ``train.strategy``
+``per_segment`` or ``best_of`` (:data:`MIXED`) it deploys the segment models too, as the
+train, evaluate and predict stages do.
 """
 
 from __future__ import annotations
@@ -49,9 +51,11 @@ PATH_FILES = {
     "predictions": "data/predictions.parquet",
     "model": "models/model.skops",
     "model_metadata": "models/metadata.json",
+    "segment_models": "models/segments",
     "reference": "models/reference.json",
     "deployed_model": "models/deployed.skops",
     "deployed_metadata": "models/deployed.json",
+    "deployed_segments": "models/deployed_segments",
     "serving_state": "models/serving_state.parquet",
     "forecasts": "data/forecasts.parquet",
     "metrics": "metrics",
@@ -62,6 +66,12 @@ FAST = {
     "train.search.enabled": False,
     "train.hyperparameters.max_iter": 60,
     "evaluate.gate.min_gain_pct": -50.0,
+}
+#: Each segment's own model besides the global one, among cheap families (theta and
+#: seasonal_naive fit in milliseconds; sklearn is the global estimator on one segment).
+MIXED = {
+    "train.strategy": "best_of",
+    "train.per_segment": {"families": ["seasonal_naive", "theta", "sklearn"]},
 }
 
 
@@ -88,6 +98,7 @@ def build_bundle(dest: Path, updates: dict | None = None, table=None, contract=N
     from panelcast.data.contract import load_contract
     from panelcast.modelling.features import build_features
     from panelcast.modelling.model import loads_model
+    from panelcast.modelling.routing import Router, write_model_dir
     from panelcast.pipeline.baseline import baseline
     from panelcast.pipeline.collect import collect
     from panelcast.pipeline.evaluate import evaluate
@@ -116,12 +127,23 @@ def build_bundle(dest: Path, updates: dict | None = None, table=None, contract=N
     features, _ = build_features(table, params.problem, params.features, params.windows)
     rules, rule_metrics = baseline(table, features, params)
     trained = train(features, sha, params)
-    model = loads_model(trained.model_bytes)
-    cols = trained.metadata["features"]
-    ev = evaluate(features, rules, rule_metrics, model, cols, params)
-    dep = predict(table, features, model, cols, ev.predictions, ev.metrics, sha, params)
     paths = params.paths
+    write_model_dir(paths.segment_models, trained.manifest, trained.segment_files)
+    model = loads_model(trained.model_bytes)
+    router = Router.load(
+        paths.segment_models,
+        model,
+        params.problem.calendar.season_length,
+        params.problem.segment_column,
+        global_sha256=trained.metadata["sha256"],
+    )
+    cols = trained.metadata["features"]
+    ev = evaluate(features, rules, rule_metrics, router, cols, params)
+    dep = predict(
+        table, features, model, cols, ev.predictions, ev.metrics, sha, params, router=router
+    )
     write_bytes(paths.deployed_model, dep.model_bytes)
+    write_model_dir(paths.deployed_segments, dep.segment_manifest, dep.segment_files)
     write_json(paths.deployed_metadata, dep.metadata)
     write_parquet(paths.serving_state, dep.serving_state)
     write_parquet(paths.forecasts, dep.forecasts)
@@ -129,8 +151,13 @@ def build_bundle(dest: Path, updates: dict | None = None, table=None, contract=N
 
 
 def deployed_files(params) -> list[Path]:
+    """The files a deployment replaces: the model, its metadata, the serving state, the
+    batch forecasts, and the segment models' series and manifest (the same in every
+    bundle of the global strategy, which has no other file there)."""
     p = params.paths
-    return [Path(x) for x in (p.deployed_model, p.deployed_metadata, p.serving_state, p.forecasts)]
+    files = (p.deployed_model, p.deployed_metadata, p.serving_state, p.forecasts)
+    segments = Path(p.deployed_segments)
+    return [Path(x) for x in files] + [segments / "series.parquet", segments / "manifest.json"]
 
 
 # --------------------------------------------------------------------------- a server

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from threadpoolctl import threadpool_limits
 
-from .bundle import build_bundle, daily_case, quarterly_case, serving
+from .bundle import MIXED, build_bundle, daily_case, quarterly_case, serving
 
 
 def _build(tmp_path_factory, name: str, updates: dict | None = None):
@@ -32,6 +32,13 @@ def bundle(tmp_path_factory):
 def other_bundle(tmp_path_factory):
     """Another model on the same data (40 rounds): another version, same schema."""
     return _build(tmp_path_factory, "other", {"train.hyperparameters.max_iter": 40})
+
+
+@pytest.fixture(scope="session")
+def mixed_bundle(tmp_path_factory):
+    """The same data and global model, with each segment's own model where it scored
+    better (``best_of`` among seasonal_naive, theta and sklearn): several families."""
+    return _build(tmp_path_factory, "mixed", MIXED)
 
 
 @pytest.fixture(scope="session")

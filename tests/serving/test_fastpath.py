@@ -113,6 +113,30 @@ def test_compiled_model_equals_predict_with_missing_values(forecaster, n):
     assert np.array_equal(fast.compiled.predict(rows), expected, equal_nan=True)
 
 
+@pytest.mark.parametrize("encoding", ["target_mean", "none"])
+def test_compiled_model_reproduces_the_segment_encoder(forecaster, bundle, encoding):
+    """The global model with its segment column encoded by target mean or dropped (the
+    high-cardinality encodings) compiles, with model.predict's digits."""
+    from sklearn.base import clone
+
+    from panelcast.modelling.features import build_features
+
+    fast, p = forecaster.fast, forecaster.params
+    features, _ = build_features(bundle["table"], p.problem, p.features, p.windows)
+    train = features[features["window"].eq("train") & features["target"].notna()]
+    model = clone(forecaster.model).set_params(regressor__segment__encoding=encoding)
+    model.fit(train[fast.features], train["target"])
+    compiled = compiled_module.CompiledModel.from_model(
+        model, fast.features, {SEGMENT_FEATURE: fast.names}
+    )
+    assert compiled is not None and compiled.segment_step is not None
+    X = fast.feature_matrix(fast.prepare(None, list(range(len(fast.names)))))
+    X = X[~np.isnan(X[:, fast.features.index("log_level")])]
+    for n in (1, 5, compiled_module.NUMPY_MAX_ROWS + 1, len(X)):
+        expected = model.predict(fast.as_frame(X[:n]))
+        assert np.array_equal(compiled.predict(X[:n]), expected, equal_nan=True), n
+
+
 # --------------------------------------------------------------------------- request rows
 
 names = st.sampled_from(["Austin", "Dallas", "Abilene", "Atlantis", "", "austin"])

@@ -5,6 +5,7 @@ digits."""
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 
 import numpy as np
@@ -63,9 +64,13 @@ def time_cells(fc: Forecaster, t: int, rng: np.random.Generator) -> dict:
     time = fc.params.problem.time
     cal = time.calendar
     if time.column is not None:
-        stamp = cal.start(t)
+        if time.frequency in ("D", "W"):  # Python dates: pandas 2 stops in 2262, these don't
+            step = dt.timedelta(days=t) if time.frequency == "D" else dt.timedelta(weeks=t)
+            stamp = cal.start(0).to_pydatetime() + step
+        else:
+            stamp = cal.start(t)
         if time.frequency == "W":
-            stamp += pd.Timedelta(days=int(rng.integers(0, 7)))
+            stamp += dt.timedelta(days=int(rng.integers(0, 7)))
         return {time.column: stamp.strftime(time.format or "%Y-%m-%d")}
     per = {"M": 12, "Q": 4}[time.frequency]
     return {time.year_column: t // per, time.period_column: t % per + 1}

@@ -300,3 +300,12 @@ def test_router_routes_each_segment_and_refuses_a_tampered_file(tmp_path):
         Router.load(tmp_path / "segs", ConstantModel(), M, "city")
     with pytest.raises(ModelFileError, match="no manifest"):
         Router.load(tmp_path / "nothing", ConstantModel(), M, "city")
+
+
+def test_chunks_shrink_so_that_no_worker_idles():
+    from panelcast.modelling.many import chunk_size
+
+    assert chunk_size(46, EngineSpec(n_jobs=1, chunk_segments=64)) == 64
+    assert chunk_size(46, EngineSpec(n_jobs=2, chunk_segments=64)) == 6  # 8 tasks
+    assert chunk_size(100_000, EngineSpec(n_jobs=2, chunk_segments=64)) == 64
+    assert chunk_size(10, EngineSpec(backend="dask", workers=4, chunk_segments=64)) == 1

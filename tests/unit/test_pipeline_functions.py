@@ -13,6 +13,7 @@ import re
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 import yaml
 
@@ -27,7 +28,13 @@ from panelcast.pipeline.baseline import baseline
 from panelcast.pipeline.drift import drift
 from panelcast.pipeline.evaluate import evaluate
 from panelcast.pipeline.predict import predict, source_columns
-from panelcast.pipeline.train import chosen_hyperparameters, train
+from panelcast.pipeline.train import (
+    chosen_hyperparameters,
+    read_training_data,
+    train,
+    train_on,
+    training_data,
+)
 from panelcast.pipeline.validate import refusal, validate
 
 from ..conftest import ROOT, make_panel
@@ -330,3 +337,58 @@ def test_a_single_series_goes_through_every_stage_function(chain):
     assert np.isfinite(out.forecasts["forecast"]).all()
     assert source_columns(params)[:4] == ["series", "year", "month", "sales"]
     assert out.metadata["segment"] == "series" and out.metrics["segments"] == 1
+
+
+def test_train_from_the_feature_file_is_train_in_memory(chain, tmp_path):
+    """The train stage reads the labelled training rows only, filtered in the reader: the
+    same model, metadata, reference and metrics as a fit on the whole table read back."""
+    features = chain["features"].copy()
+    features.loc[features.index[::17], TARGET] = np.nan  # some training rows without target
+    path = tmp_path / "features.parquet"
+    features.to_parquet(path, index=False)
+    data = read_training_data(path, chain["params"])
+    # skops writes a repeated string object once: a model file depends on whether the
+    # column names were read back, so both fits see the table read back
+    features = pd.read_parquet(path)
+    whole = training_data(features, chain["params"])
+    # the float features stay arrow arrays (their copies share memory): the same values
+    assert (data.X.dtypes == pd.ArrowDtype(pa.float64())).sum() > 10
+    numpy_x = data.X.astype({c: "float64" for c in data.X.select_dtypes("double[pyarrow]")})
+    pd.testing.assert_frame_equal(numpy_x, whole.X, check_exact=True)
+    pd.testing.assert_frame_equal(data.keys, whole.keys, check_exact=True)
+    assert (data.segments, data.unlabelled) == (whole.segments, whole.unlabelled)
+    assert data.unlabelled > 0
+    got = train_on(data, "0" * 64, chain["params"])
+    want = train(features, "0" * 64, chain["params"])
+    assert got.model_bytes == want.model_bytes
+    assert (got.metadata, got.reference, got.metrics, got.manifest) == (
+        want.metadata,
+        want.reference,
+        want.metrics,
+        want.manifest,
+    )
+
+
+def test_evaluate_on_the_test_rows_alone_is_evaluate_on_the_whole_table(chain):
+    """The evaluate stage reads the test rows only when one model forecasts them all."""
+    features, rules = chain["features"], chain["rules"]
+    alone = evaluate(
+        features[features[WINDOW] == "test"].reset_index(drop=True),
+        rules[rules[WINDOW] == "test"].reset_index(drop=True),
+        chain["rule_metrics"],
+        chain["model"],
+        chain["trained"].metadata["features"],
+        chain["params"],
+    )
+    whole = chain["evaluation"]
+    pd.testing.assert_frame_equal(alone.predictions, whole.predictions, check_exact=True)
+    assert alone.metrics == whole.metrics
+
+
+def test_baseline_needs_only_the_keys_window_and_target_of_the_features(chain):
+    params, problem = chain["params"], chain["params"].problem
+    keys = chain["features"][[problem.segment_column, "t", WINDOW, TARGET]]
+    table = chain["validated"][[problem.segment_column, *problem.time.columns, problem.target]]
+    rules, metrics = baseline(table, keys, params)
+    pd.testing.assert_frame_equal(rules, chain["rules"], check_exact=True)
+    assert metrics == chain["rule_metrics"]

@@ -76,3 +76,48 @@ def test_seasonal_rules_follow_the_season_of_the_calendar(frequency, season):
     assert preds.loc[10, "seasonal_naive"] == grid.loc[10 - season, "y"]
     assert preds.loc[10, "last_value"] == grid.loc[9, "y"]
     assert fell_back["seasonal_naive"].sum() == season
+
+
+def _rules_with_pandas(grid, seg, rules, train, s):
+    """The rules as pandas groupby operations: what the array version must equal."""
+
+    def lag(k):
+        return grid.groupby(seg, sort=False)["y"].shift(k)
+
+    position = grid["t"] % s
+    month_means = grid[train].groupby([grid[seg], position])["y"].mean()
+    keys = pd.MultiIndex.from_arrays([grid[seg], position])
+    recent = sum(lag(k) for k in (1, 2, 3))
+    season_ago = sum(lag(k + s) for k in (1, 2, 3))
+    impl = {
+        "seasonal_naive": lag(s),
+        "last_value": lag(1),
+        "segment_month_mean": pd.Series(month_means.reindex(keys).to_numpy(), index=grid.index),
+        "drift_naive": lag(s) * (recent / season_ago).where(season_ago > 0),
+    }
+    fallback = lag(1).fillna(grid[seg].map(grid[train].groupby(seg)["y"].mean()))
+    fallback = fallback.fillna(float(grid.loc[train, "y"].mean()))
+    out, fell_back = pd.DataFrame({seg: grid[seg], "t": grid["t"]}), pd.DataFrame(index=grid.index)
+    for rule in rules:
+        pred = impl[rule].replace([np.inf, -np.inf], np.nan)
+        fell_back[rule] = pred.isna()
+        out[rule] = pred.fillna(fallback).clip(lower=0)
+    return out, fell_back
+
+
+@pytest.mark.parametrize("shuffle", [False, True])
+def test_rules_are_their_pandas_definition_bit_for_bit(params, panel_frame, shuffle):
+    table = panel_frame.drop(index=panel_frame.index[[4, 30, 31, 90]])  # gaps in the grid
+    table = table.assign(sales=table["sales"].where(table.index % 9 != 0))
+    table.loc[table.index[:12], "sales"] = 0.0  # zero growth denominators
+    grid, _ = panel(table, params.problem, [])
+    if shuffle:  # any row order: the lags follow each segment's rows in order
+        grid = grid.sample(frac=1, random_state=2)
+    rules = ["seasonal_naive", "last_value", "segment_month_mean", "drift_naive"]
+    train = grid["t"] < 2003 * 12
+    got = predict_rules(grid, params.problem, rules, train)
+    want = _rules_with_pandas(grid, "city", rules, train, 12)
+    for a, b in zip(got, want, strict=True):
+        pd.testing.assert_frame_equal(a, b, check_exact=True)
+    for rule in rules:
+        assert got[0][rule].to_numpy().tobytes() == want[0][rule].to_numpy().tobytes()

@@ -532,7 +532,7 @@ class EngineSpec(StrictModel):
     backend: Literal["local", "dask"] = "local"
     n_jobs: NJobs = 1
     chunk_segments: Positive = 64
-    scheduler: str | None = None
+    scheduler: Annotated[str, Field(pattern=r"^(tcp|tls|ws|wss|ucx)://\S+:\d+$")] | None = None
     workers: Positive = 2
     #: seconds to reach the scheduler (or start the LocalCluster) before giving up
     connect_timeout_s: float = Field(default=30.0, gt=0)

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import logging
 
+import numpy as np
 import pandas as pd
 
 from ..core.config import GateSpec, ProblemSpec
 from ..core.periods import TARGET, WINDOW, T
-from .features import panel
+from .features import grid_of
 from .metrics import scores, scores_by
-from .rules import RULES, predict_rules
+from .rules import RULES, GridRows, check_rules, rule_forecasts
 
 logger = logging.getLogger(__name__)
 
@@ -18,19 +19,35 @@ logger = logging.getLogger(__name__)
 def rule_predictions(
     table: pd.DataFrame, features: pd.DataFrame, problem: ProblemSpec, rules: list[str]
 ) -> tuple[pd.DataFrame, dict[str, int]]:
-    """Rule forecasts for every row of the feature table, and fallbacks counted on the test rows."""
+    """Rule forecasts for every row of the feature table, and fallbacks counted on the test rows.
+
+    ``features`` needs the segment, period index, window and target columns only. The rules
+    run on the grid of ``table`` as arrays; each feature row takes the forecasts of its
+    grid row (missing for a row that is not in the grid).
+    """
     seg = problem.segment_column
-    grid, _ = panel(table, problem, [])
-    keys = features[[seg, T, WINDOW]]
-    train_t = features.loc[features[WINDOW] == "train", T]
-    train_mask = grid[T].between(int(train_t.min()), int(train_t.max()))
-    preds, fell_back = predict_rules(grid, problem, rules, train_mask)
-    preds = preds.join(fell_back.add_suffix("__fallback"))
-    merged = keys.merge(preds, on=[seg, T], how="left", validate="one_to_one")
-    test = merged[WINDOW] == "test"
-    counts = {r: int(merged.loc[test, f"{r}__fallback"].sum()) for r in rules}
-    out = merged[[seg, T, WINDOW, *rules]].copy()
-    out[TARGET] = features[TARGET].to_numpy()
+    check_rules(rules)
+    grid = grid_of(table, problem, [])
+    window = features[WINDOW].to_numpy()
+    train_t = features[T].to_numpy()[window == "train"]
+    train_mask = (grid.t >= int(train_t.min())) & (grid.t <= int(train_t.max()))
+    rows = GridRows(grid.codes(), grid.t, grid.values.pop("y"), train_mask)
+    forecasts, fell_back = rule_forecasts(rows, problem.calendar.season_length, rules)
+    del rows, train_mask
+    at = grid.position(features[seg], features[T].to_numpy())
+    found = at >= 0
+    test = (window == "test") & found
+    counts = {r: int(fell_back[r][at[test]].sum()) for r in rules}
+    del fell_back
+    block = np.empty((len(rules) + 1, len(features)))
+    for dest, rule in zip(block, rules, strict=False):
+        np.take(forecasts.pop(rule), at, out=dest)
+        dest[~found] = np.nan
+    block[-1] = features[TARGET].to_numpy()
+    out = pd.DataFrame(block.T, columns=[*rules, TARGET], copy=False)
+    out.insert(0, seg, features[seg].to_numpy())
+    out.insert(1, T, features[T].to_numpy())
+    out.insert(2, WINDOW, window)
     return out, counts
 
 

@@ -240,6 +240,17 @@ def fit_chunk(chunk: list[SegmentData], cfg: ChunkConfig) -> list[SegmentResult]
 # --------------------------------------------------------------------------- the engine
 
 
+def chunk_size(n_items: int, engine: EngineSpec) -> int:
+    """Segments per task: ``engine.chunk_segments``, made smaller when that would leave
+    workers idle (at least 4 tasks per worker, so that uneven chunks even out)."""
+    workers = engine.workers if engine.backend == "dask" else engine.n_jobs
+    if workers == -1:
+        workers = os.cpu_count() or 1
+    if workers <= 1:
+        return engine.chunk_segments
+    return max(1, min(engine.chunk_segments, -(-n_items // (4 * workers))))
+
+
 def chunked(items: list[Any], size: int) -> list[list[Any]]:
     """``items`` in consecutive chunks of ``size``."""
     return [items[i : i + size] for i in range(0, len(items), size)]
@@ -335,11 +346,12 @@ def _execute_dask(
             address or "LocalCluster on 127.0.0.1",
             len(client.scheduler_info()["workers"]),
         )
-        shared_future = client.scatter(shared, broadcast=True)
+        shared_future = client.scatter([shared], broadcast=True, hash=False)[0]
         index = {}
         futures = []
         for i, chunk in enumerate(chunks):
-            data = client.scatter(chunk)  # straight to a worker, not through the scheduler
+            # the chunk as one object, straight to a worker (not through the scheduler)
+            data = client.scatter([chunk], hash=False)[0]
             fut = client.submit(fn, data, shared_future, pure=False)
             index[fut.key] = i
             futures.append(fut)

@@ -10,6 +10,7 @@ import pandas as pd
 
 from ..core.config import ProblemSpec
 from ..core.periods import T
+from .features import shift_within
 
 logger = logging.getLogger(__name__)
 
@@ -25,38 +26,109 @@ RULES: dict[str, str] = {
 }
 
 
-def _lag(grid: pd.DataFrame, seg: str, k: int) -> pd.Series:
-    return grid.groupby(seg, sort=False)["y"].shift(k)
+class GridRows:
+    """The rows of a grid as arrays: the segment code of each row (``codes``), its period
+    index (``t``), its value (``y``), whether it is in the training window (``train``).
+
+    A lag follows the rows of each segment in table order (``groupby(segment).shift``):
+    the rules compute on whole arrays, in one copy per lag, whatever the number of rows.
+    """
+
+    def __init__(self, codes: np.ndarray, t: np.ndarray, y: np.ndarray, train: np.ndarray):
+        self.codes = np.asarray(codes)
+        self.t = np.asarray(t)
+        self.y = np.asarray(y, dtype=float)
+        self.train = np.asarray(train, dtype=bool)
+        n = len(self.codes)
+        grouped = n == 0 or bool((self.codes[1:] >= self.codes[:-1]).all())
+        self.order = None if grouped else np.argsort(self.codes, kind="stable")
+        ordered = self.codes if self.order is None else self.codes[self.order]
+        self.starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]]) if n else ordered
+        self.lengths = np.diff(np.r_[self.starts, n])
+
+    def lag(self, k: int) -> np.ndarray:
+        """``y`` ``k`` rows earlier in the same segment (NaN before its first rows)."""
+        if self.order is None:
+            return shift_within(self.y, self.starts, self.lengths, k)
+        out = np.empty(len(self.y))
+        out[self.order] = shift_within(self.y[self.order], self.starts, self.lengths, k)
+        return out
+
+    def train_means(self, *keys: np.ndarray) -> pd.Series:
+        """Mean of ``y`` over the training rows per value of ``keys`` (pandas' groupby
+        mean: the same sums, in row order)."""
+        return pd.Series(self.y[self.train]).groupby([k[self.train] for k in keys]).mean()
 
 
-def _seasonal(grid: pd.DataFrame, seg: str, train: pd.Series, s: int) -> pd.Series:
-    return _lag(grid, seg, s)
+def _seasonal(rows: GridRows, s: int) -> np.ndarray:
+    return rows.lag(s)
 
 
-def _last(grid: pd.DataFrame, seg: str, train: pd.Series, s: int) -> pd.Series:
-    return _lag(grid, seg, 1)
+def _last(rows: GridRows, s: int) -> np.ndarray:
+    return rows.lag(1)
 
 
-def _segment_month_mean(grid: pd.DataFrame, seg: str, train: pd.Series, s: int) -> pd.Series:
-    position = grid[T] % s
-    means = grid[train].groupby([grid[seg], position])["y"].mean()
-    keys = pd.MultiIndex.from_arrays([grid[seg], position])
-    return pd.Series(means.reindex(keys).to_numpy(), index=grid.index)
+def _segment_month_mean(rows: GridRows, s: int) -> np.ndarray:
+    position = rows.t % s
+    means = rows.train_means(rows.codes, position)
+    table = np.full((int(rows.codes.max(initial=-1)) + 1, s), np.nan)
+    if len(means):
+        index = means.index
+        table[index.get_level_values(0).to_numpy(), index.get_level_values(1).to_numpy()] = (
+            means.to_numpy()
+        )
+    return table[rows.codes, position]
 
 
-def _drift_naive(grid: pd.DataFrame, seg: str, train: pd.Series, s: int) -> pd.Series:
-    recent = sum(_lag(grid, seg, k) for k in (1, 2, 3))
-    season_ago = sum(_lag(grid, seg, k + s) for k in (1, 2, 3))
-    growth = (recent / season_ago).where(season_ago > 0)
-    return _lag(grid, seg, s) * growth
+def _drift_naive(rows: GridRows, s: int) -> np.ndarray:
+    recent = sum(rows.lag(k) for k in (1, 2, 3))
+    season_ago = sum(rows.lag(k + s) for k in (1, 2, 3))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        growth = np.where(season_ago > 0, recent / season_ago, np.nan)
+    del recent, season_ago
+    pred = rows.lag(s)
+    pred *= growth
+    return pred
 
 
-_IMPL: dict[str, Callable[[pd.DataFrame, str, pd.Series, int], pd.Series]] = {
+_IMPL: dict[str, Callable[[GridRows, int], np.ndarray]] = {
     "seasonal_naive": _seasonal,
     "last_value": _last,
     "segment_month_mean": _segment_month_mean,
     "drift_naive": _drift_naive,
 }
+
+
+def check_rules(rules: list[str]) -> None:
+    """Refuse a rule that is not in :data:`RULES`."""
+    unknown = [r for r in rules if r not in _IMPL]
+    if unknown:
+        raise ValueError(f"unknown rule(s) {unknown}; expected some of {sorted(_IMPL)}.")
+
+
+def rule_forecasts(
+    rows: GridRows, season: int, rules: list[str]
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Each rule's forecast of every row, and where it fell back (see :func:`predict_rules`)."""
+    check_rules(rules)
+    seg_mean = rows.train_means(rows.codes)
+    fallback = rows.lag(1)
+    missing = np.isnan(fallback)
+    codes = rows.codes[missing]
+    known = np.full(int(rows.codes.max(initial=-1)) + 1, np.nan)
+    known[seg_mean.index.to_numpy()] = seg_mean.to_numpy()
+    fallback[missing] = known[codes]
+    fallback[np.isnan(fallback)] = float(pd.Series(rows.y[rows.train]).mean())
+    forecasts, fell_back = {}, {}
+    for rule in rules:
+        pred = _IMPL[rule](rows, season)
+        pred[np.isinf(pred)] = np.nan
+        gap = np.isnan(pred)
+        fell_back[rule] = gap
+        pred[gap] = fallback[gap]
+        pred[pred < 0] = 0.0  # clip(lower=0): NaN and -0.0 kept
+        forecasts[rule] = pred
+    return forecasts, fell_back
 
 
 def predict_rules(
@@ -69,17 +141,13 @@ def predict_rules(
     row; a frame of booleans (True where the rule fell back) is returned to be counted.
     """
     seg = problem.segment_column
-    season = problem.calendar.season_length
-    unknown = [r for r in rules if r not in _IMPL]
-    if unknown:
-        raise ValueError(f"unknown rule(s) {unknown}; expected some of {sorted(_IMPL)}.")
-    seg_mean = grid[train_mask].groupby(seg)["y"].mean()
-    fallback = _last(grid, seg, train_mask, season).fillna(grid[seg].map(seg_mean))
-    fallback = fallback.fillna(float(grid.loc[train_mask, "y"].mean()))
+    check_rules(rules)
+    codes, _ = pd.factorize(grid[seg])
+    rows = GridRows(codes, grid[T].to_numpy(), grid["y"].to_numpy(dtype=float), train_mask)
+    forecasts, fell_back = rule_forecasts(rows, problem.calendar.season_length, rules)
     out = pd.DataFrame({seg: grid[seg], T: grid[T]})
     fallbacks = pd.DataFrame(index=grid.index)
     for rule in rules:
-        pred = _IMPL[rule](grid, seg, train_mask, season).replace([np.inf, -np.inf], np.nan)
-        fallbacks[rule] = pred.isna()
-        out[rule] = pred.fillna(fallback).clip(lower=0)
+        fallbacks[rule] = fell_back[rule]
+        out[rule] = forecasts[rule]
     return out, fallbacks

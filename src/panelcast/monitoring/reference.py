@@ -11,11 +11,26 @@ from .drift import DriftThresholds
 
 
 def monitored_frame(
-    rows: pd.DataFrame, features: list[str], predictions: np.ndarray
+    rows: pd.DataFrame,
+    features: list[str],
+    predictions: np.ndarray,
+    at: np.ndarray | None = None,
+    target: np.ndarray | None = None,
 ) -> tuple[pd.DataFrame, list[str], list[str]]:
-    """The monitored columns of ``rows`` and which are numeric or categorical."""
-    frame = rows[features].copy()
-    frame[TARGET] = rows[TARGET].to_numpy()
+    """The monitored columns of ``rows`` and which are numeric or categorical.
+
+    ``at``: the positions of the rows monitored (default all; ``predictions`` holds one
+    value per row monitored); ``target``: the target of every row of ``rows`` (default its
+    column ``target``). The columns are gathered one at a time into a new frame: one copy
+    of the monitored values, never a copy of ``rows`` first.
+    """
+    index = rows.index if at is None else rows.index[at]
+    frame = pd.DataFrame(index=index)
+    for c in features:
+        values = rows[c].array
+        frame[c] = values if at is None else values.take(at)
+    target = rows[TARGET].to_numpy() if target is None else np.asarray(target)
+    frame[TARGET] = target if at is None else target[at]
     frame[PREDICTION] = np.asarray(predictions, dtype=float)
     categorical = [
         c

@@ -6,12 +6,15 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from ..core.config import Params
 from ..core.errors import DataError
 from ..core.periods import PERIOD, PREDICTION, TARGET, WINDOW, T
 from ..modelling.evaluation import gain_pct, gate, per_segment, score_rules
+from ..modelling.features import predict_in_chunks
+from ..modelling.many import GLOBAL
 from ..modelling.metrics import scores
 from ..modelling.model import with_unit
 from ..modelling.routing import Router, route_summary
@@ -56,8 +59,8 @@ def evaluate(
             f"with `git checkout -- {baseline_name}` or rerun `dvc repro baseline`."
         )
     is_test = (features[WINDOW] == "test").to_numpy()
-    test = features[is_test].reset_index(drop=True)
-    test_rules = rules[rules[WINDOW] == "test"].reset_index(drop=True)
+    test = _rows(features, is_test)
+    test_rules = _rows(rules, (rules[WINDOW] == "test").to_numpy())
     if len(test) != len(test_rules) or not (test[T].to_numpy() == test_rules[T].to_numpy()).all():
         raise DataError(
             "the rule forecasts and the feature table hold different test rows; "
@@ -65,11 +68,12 @@ def evaluate(
         )
     best_rule, rule_scores = checked_rule_scores(rules, baseline, metric, baseline_name)
     out = test[[seg, PERIOD, T, TARGET]].copy()
-    if isinstance(model, Router):
+    if isinstance(model, Router) and not only_global(model):
         fit_end = params.problem.calendar.parse(params.windows.train_end)
         out[PREDICTION] = model.predict(features, columns, is_test, fit_end)
-    else:
-        out[PREDICTION] = model.predict(test[columns])
+    else:  # every row forecast on its own by one model: in chunks of rows
+        one = model.global_model if isinstance(model, Router) else model
+        out[PREDICTION] = predict_in_chunks(one, test, columns)
     out[best_rule] = test_rules[best_rule].to_numpy()
     model_scores = scores(out[TARGET], out[PREDICTION])
     gain = gain_pct(model_scores[metric], rule_scores[metric])
@@ -119,6 +123,19 @@ def evaluate(
             ", ..." if len(losing) > 10 else "",
         )
     return Evaluation(out, result, plot_tables(out, by_seg, seg, best_rule))
+
+
+def only_global(router: Router) -> bool:
+    """True when the router sends every segment to the global model (strategy global, or
+    no segment won by its own model): the test rows alone can then be forecast."""
+    return all(str(e.get("family", GLOBAL)) == GLOBAL for e in router.manifest.get("models", []))
+
+
+def _rows(frame: pd.DataFrame, mask: np.ndarray) -> pd.DataFrame:
+    """``frame[mask]`` with a fresh RangeIndex; ``frame`` itself when it is just that."""
+    if mask.all() and frame.index.equals(pd.RangeIndex(len(frame))):
+        return frame
+    return frame[mask].reset_index(drop=True)
 
 
 SCORE_KEYS = ("n", "mae", "rmse", "wape", "r2")

@@ -1,19 +1,36 @@
-"""Stage predict: deploy the model and forecast the periods after the data.
+"""Stage predict: deploy the models and forecast the periods after the data.
 
-The deployed model has the evaluated model's hyperparameters and is refit on every
+The deployed global model has the evaluated model's hyperparameters and is refit on every
 labelled period (``predict.refit: all``) or is the evaluated model itself
 (``train_window``). Its intervals are calibrated split-conformally on the last
 ``predict.calibration_periods`` of the training window, forecast by a model fitted
 before them; their coverage is measured on the test window with the evaluated model's
 forecasts. Everything the service needs ships with it: the model file, its metadata
 (version, schema, intervals, gate) and the recent history of every segment.
+
+With ``train.strategy`` ``per_segment`` or ``best_of``, each segment's own model (the
+train stage's manifest, :mod:`panelcast.modelling.routing`) is deployed too, into
+``paths.deployed_segments``: a manifest with the same entries (``global`` ones pointing
+at the deployed global model), the scikit-learn models refit on their segment's
+labelled rows (``refit: all``) or kept (``train_window``), and for the statistical
+models their specification, the period their fit ends (``fit_end``) and, in
+``series.parquet``, their series from their first labelled period to their last one
+(refit on the part up to ``fit_end``; with ``train_window`` the later periods are only
+filtered through the fitted model), so that the service refits them without the
+training data. Those segments are forecast by their own model, and the deployment's
+version then hashes the global model with the deployed manifest. The interval offsets
+stay those of the global model's residuals, applied to every forecast: the intervals of
+a segment with its own model are not calibrated per family (yet).
 """
 
 from __future__ import annotations
 
+import copy
 import hashlib
+import io
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -22,26 +39,147 @@ from sklearn.base import clone
 
 from ..core.config import Params
 from ..core.errors import DataError
+from ..core.io import dumps_json
 from ..core.periods import LEVEL_FEATURE, PERIOD, PREDICTION, SEGMENT_FEATURE, TARGET, WINDOW, T
 from ..modelling.features import next_period_features, period_of
 from ..modelling.intervals import conformal_offsets, coverage, interval, log_residuals
+from ..modelling.many import GLOBAL, SKLEARN, global_manifest, segment_file
 from ..modelling.model import dumps_model, with_unit
+from ..modelling.routing import Router
+from ..modelling.statistical import STAT_FAMILIES, FittedStat
 
 logger = logging.getLogger(__name__)
 
 #: Columns of the forecasts table besides the segment column.
 FORECAST = "forecast"
+#: The file of ``paths.deployed_segments`` holding the statistical segments' series.
+SERIES_FILE = "series.parquet"
 
 
 @dataclass(frozen=True)
 class Deployment:
-    """What the predict stage writes."""
+    """What the predict stage writes; ``segment_manifest`` and ``segment_files`` (names
+    relative to it) go to ``paths.deployed_segments``."""
 
     model_bytes: bytes
     metadata: dict
     serving_state: pd.DataFrame
     forecasts: pd.DataFrame
     metrics: dict
+    segment_manifest: dict = field(default_factory=dict)
+    segment_files: dict[str, bytes] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SegmentDeployment:
+    """The deployed segment models: the manifest, its files, and the models themselves
+    (scikit-learn ones by segment; statistical ones as :class:`StatSeries`)."""
+
+    manifest: dict
+    files: dict[str, bytes]
+    sklearn: dict[str, Any]
+    stat: dict[str, StatSeries]
+
+    @cached_property
+    def routes(self) -> dict[str, str]:
+        """The family of every segment with a model of its own."""
+        return {
+            str(e["segment"]): str(e["family"])
+            for e in self.manifest.get("models", [])
+            if e["family"] != GLOBAL
+        }
+
+    @property
+    def routed(self) -> bool:
+        """Whether some segment is forecast by a model of its own."""
+        return bool(self.routes)
+
+    def family(self, segment: str) -> str:
+        """The deployed family of ``segment`` (``global`` for one the manifest lacks)."""
+        return self.routes.get(str(segment), GLOBAL)
+
+    def families(self, segments: pd.Series) -> np.ndarray:
+        """The deployed family of each value of ``segments``."""
+        return segments.astype(str).map(self.routes).fillna(GLOBAL).to_numpy(dtype=object)
+
+
+@dataclass(frozen=True)
+class StatSeries:
+    """A statistical segment's deployed model: its series on every period from ``t0``
+    (missing where absent) and the model refit on its first ``fit_end - t0 + 1`` values."""
+
+    t0: int
+    y: np.ndarray
+    model: FittedStat
+
+    @property
+    def end(self) -> int:
+        """The last period of the stored series."""
+        return self.t0 + len(self.y) - 1
+
+
+def series_grid(t: np.ndarray, y: np.ndarray, segment: str) -> tuple[int, np.ndarray]:
+    """A segment's series on every period from its first labelled one to its last
+    (missing values where a period is absent): ``(first period, values)``."""
+    t = np.asarray(t, dtype=np.int64)
+    y = np.asarray(y, dtype=np.float64)
+    labelled = ~np.isnan(y)
+    if not labelled.any():
+        raise DataError(
+            f"segment {segment!r}: no labelled period; its statistical model cannot be "
+            f"refit (expected at least one observed target)."
+        )
+    t0 = int(t[labelled].min())
+    keep = t >= t0
+    out = np.full(int(t[keep].max()) - t0 + 1, np.nan)
+    out[t[keep] - t0] = y[keep]
+    return t0, out
+
+
+def fit_stat(entry: dict, t0: int, y: np.ndarray, season_length: int) -> StatSeries:
+    """Refit a deployed statistical entry (family, ``candidate`` specification,
+    ``fit_end``) on its series ``y`` starting at period ``t0``."""
+    segment, family, fit_end = entry["segment"], entry["family"], int(entry["fit_end"])
+    if fit_end < t0:
+        raise DataError(
+            f"segment {segment!r}: the {family} model's fit ends at period {fit_end}, before "
+            f"the first labelled period {t0} of its series; expected at least one."
+        )
+    try:
+        model = FittedStat(family, entry["candidate"], y[: fit_end - t0 + 1], season_length)
+    except Exception as exc:
+        raise DataError(
+            f"segment {segment!r}: the {family} model {entry['candidate']} could not be "
+            f"refit on {min(len(y), fit_end - t0 + 1)} periods ({type(exc).__name__}: {exc})."
+        ) from None
+    return StatSeries(t0, y, model)
+
+
+def stat_forecast(
+    stat: StatSeries,
+    last: int,
+    t_new: np.ndarray | None = None,
+    y_new: np.ndarray | None = None,
+) -> float:
+    """The forecast of the period after ``last`` by a statistical segment's model: its
+    stored series up to ``last``, with the values ``y_new`` of periods ``t_new`` (newer
+    rows) replacing or extending it, filtered through the fitted model (NaN when every
+    value is missing or ``last`` precedes the series)."""
+    if last < stat.t0:
+        return float("nan")
+    if (t_new is None or not len(t_new)) and last == stat.end:
+        y = stat.y
+    else:
+        y = np.full(last - stat.t0 + 1, np.nan)
+        n = min(len(y), len(stat.y))
+        y[:n] = stat.y[:n]
+        if t_new is not None and len(t_new):
+            t_new = np.asarray(t_new, dtype=np.int64)
+            keep = (t_new >= stat.t0) & (t_new <= last)
+            y[t_new[keep] - stat.t0] = np.asarray(y_new, dtype=np.float64)[keep]
+    if np.isnan(y).all():
+        return float("nan")
+    return float(stat.model.one_step(y)[1])
 
 
 def source_columns(params: Params) -> list[str]:
@@ -57,9 +195,178 @@ def model_version(model_bytes: bytes) -> str:
     return hashlib.sha256(model_bytes).hexdigest()[:16]
 
 
+def own_forecasts(
+    rows: pd.DataFrame,
+    point: np.ndarray,
+    segs: SegmentDeployment,
+    segment: str,
+    new: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
+) -> np.ndarray:
+    """``point`` with the rows of segments that have a model of their own forecast by it.
+
+    ``rows`` are next-period feature rows (one per segment, period ``T``): a scikit-learn
+    model reads its features there, a statistical one forecasts from its stored series
+    and ``new[segment]`` (periods and target values of newer rows). A row whose level is
+    unknown (no recent value) keeps no forecast, as with the global model.
+    """
+    if not segs.routed or not len(rows):
+        return point
+    point = np.array(point, dtype=np.float64, copy=True)
+    names = rows[segment].astype(str).to_numpy()
+    fam = segs.families(rows[segment])
+    known = rows[LEVEL_FEATURE].notna().to_numpy()
+    own = known & (fam == SKLEARN)
+    for name in pd.unique(names[own]):
+        mask = own & (names == name)
+        model = segs.sklearn[name]
+        point[mask] = model.predict(rows.loc[mask, list(model.feature_names_in_)])
+    target_t = rows[T].to_numpy(dtype=np.int64)
+    for i in np.flatnonzero(known & np.isin(fam, STAT_FAMILIES)):
+        t_new, y_new = (new or {}).get(names[i], (None, None))
+        point[i] = stat_forecast(segs.stat[names[i]], int(target_t[i]) - 1, t_new, y_new)
+    return point
+
+
+def deploy_segments(
+    router: Router | None,
+    features: pd.DataFrame,
+    fit_rows: pd.DataFrame,
+    columns: list[str],
+    refit: bool,
+    deployed_sha256: str,
+    params: Params,
+) -> SegmentDeployment:
+    """Deploy every segment's model (see the module docstring).
+
+    ``fit_rows`` are the labelled rows the deployed models are fitted on (their last
+    period is ``fit_end``); ``refit`` refits the scikit-learn models on their segment's
+    rows of it. Without ``router`` every segment is routed to the global model.
+    """
+    problem = params.problem
+    seg, cal = problem.segment_column, problem.calendar
+    fit_end = int(fit_rows[T].max())
+    if router is None:
+        segments = sorted(features[seg].astype(str).unique())
+        source, _ = global_manifest(segments, str(params.paths.deployed_model), "", None)
+        own: dict[str, Any] = {}
+    else:
+        source, own = router.manifest, router.own_models
+    entries = copy.deepcopy(source.get("models", []))
+    own_columns = [c for c in columns if c != SEGMENT_FEATURE]
+    needs_rows = refit and any(e["family"] == SKLEARN for e in entries)
+    rows_of = fit_rows.groupby(seg, sort=False, observed=True).indices if needs_rows else {}
+    files: dict[str, bytes] = {}
+    sklearn_models: dict[str, Any] = {}
+    stat_names: list[str] = []
+    ends = {"fit_end": fit_end, "fit_end_period": cal.format(fit_end)}
+    for position, entry in enumerate(entries):
+        name, family = str(entry["segment"]), entry["family"]
+        if family == GLOBAL:
+            entry.update(file=str(params.paths.deployed_model), sha256=deployed_sha256)
+        elif family == SKLEARN:
+            model = own[name]
+            if refit:
+                if name not in rows_of:
+                    raise DataError(
+                        f"segment {name!r}: no labelled row to refit its scikit-learn model "
+                        f"on (expected its rows up to {cal.format(fit_end)})."
+                    )
+                part = fit_rows.iloc[rows_of[name]]
+                names = list(getattr(model, "feature_names_in_", own_columns))
+                model = clone(model).fit(part[names], part[TARGET])
+            data = dumps_model(model)
+            file = segment_file(SKLEARN, position)
+            files[file] = data
+            entry.update(file=file, sha256=hashlib.sha256(data).hexdigest(), **ends)
+            sklearn_models[name] = model
+        elif family in STAT_FAMILIES:
+            entry.update(file=None, sha256=None, **ends)
+            stat_names.append(name)
+        else:
+            raise DataError(
+                f"{params.paths.segment_models}: segment {name!r} has the unknown family "
+                f"{family!r}; expected one of {[GLOBAL, SKLEARN, *STAT_FAMILIES]}."
+            )
+    series = stat_series_frame(features, stat_names, seg)
+    data = parquet_bytes(series)
+    files[SERIES_FILE] = data
+    stat_entries = {str(e["segment"]): e for e in entries if e["family"] in STAT_FAMILIES}
+    grids = series_grids(series, seg)
+    lacking = [name for name in stat_names if name not in grids]
+    if lacking:
+        raise DataError(
+            f"segment(s) {lacking[:5]}: no labelled period to refit their statistical model "
+            f"on; expected at least one observed target."
+        )
+    stat = {name: fit_stat(stat_entries[name], *grids[name], cal.season_length) for name in grids}
+    fam = pd.Series([e["family"] for e in entries], dtype=object).value_counts()
+    manifest = {
+        "strategy": source.get("strategy", GLOBAL),
+        "segments": len(entries),
+        "families": {str(k): int(v) for k, v in sorted(fam.items())},
+        "global_cv_mae": source.get("global_cv_mae"),
+        "refit": params.predict.refit,
+        **ends,
+        "series": {
+            "file": SERIES_FILE,
+            "sha256": hashlib.sha256(data).hexdigest(),
+            "segments": len(stat_names),
+            "rows": int(len(series)),
+        },
+        "models": entries,
+    }
+    return SegmentDeployment(manifest, files, sklearn_models, stat)
+
+
+def stat_series_frame(features: pd.DataFrame, segments: list[str], seg: str) -> pd.DataFrame:
+    """The series of the statistical ``segments`` (segment, ``t``, ``target``), each from
+    its first labelled period to its last period, sorted by segment and period."""
+    part = features.loc[features[seg].astype(str).isin(segments), [seg, T, TARGET]]
+    part = part.astype({seg: str, T: np.int64, TARGET: np.float64})
+    part = part.sort_values([seg, T], kind="stable").reset_index(drop=True)
+    labelled = part[TARGET].notna()
+    started = labelled.groupby(part[seg], sort=False).cummax()
+    return part[started.to_numpy()].reset_index(drop=True)
+
+
+def series_grids(series: pd.DataFrame, seg: str) -> dict[str, tuple[int, np.ndarray]]:
+    """Every segment's series of ``series`` on a grid of periods (:func:`series_grid`)."""
+    out = {}
+    t = series[T].to_numpy(dtype=np.int64)
+    y = series[TARGET].to_numpy(dtype=np.float64)
+    for name, idx in series.groupby(seg, sort=True).indices.items():
+        out[str(name)] = series_grid(t[idx], y[idx], str(name))
+    return out
+
+
+def parquet_bytes(frame: pd.DataFrame) -> bytes:
+    """``frame`` as Parquet bytes (as :func:`panelcast.core.io.write_parquet` writes it)."""
+    buffer = io.BytesIO()
+    frame.to_parquet(buffer, index=False, compression="zstd")
+    return buffer.getvalue()
+
+
+def deployed_version(model_bytes: bytes, manifest_text: str | None) -> str:
+    """The deployment's version: the global model's :func:`model_version`, or, when some
+    segment has a model of its own, the hash of the model and the deployed manifest."""
+    if manifest_text is None:
+        return model_version(model_bytes)
+    return model_version(model_bytes + manifest_text.encode("utf-8"))
+
+
 def interval_columns(levels: list[int]) -> list[str]:
     """``lower_80, upper_80, ...`` in level order."""
     return [f"{side}_{level}" for level in levels for side in ("lower", "upper")]
+
+
+def point_forecasts(rows: pd.DataFrame, model: Any, columns: list[str]) -> np.ndarray:
+    """``model``'s forecasts of next-period feature ``rows`` (missing where the segment
+    has no recent value: its level is unknown)."""
+    known = rows[LEVEL_FEATURE].notna().to_numpy()
+    point = np.full(len(rows), np.nan)
+    if known.any():
+        point[known] = model.predict(rows.loc[known, columns])
+    return point
 
 
 def forecast_frame(
@@ -68,12 +375,12 @@ def forecast_frame(
     columns: list[str],
     offsets: dict[int, tuple[float, float]],
     segment: str,
+    point: np.ndarray | None = None,
 ) -> pd.DataFrame:
-    """Point forecasts and intervals for next-period feature ``rows`` with history."""
-    known = rows[LEVEL_FEATURE].notna().to_numpy()
-    point = np.full(len(rows), np.nan)
-    if known.any():
-        point[known] = model.predict(rows.loc[known, columns])
+    """Point forecasts (``model``'s, or ``point``) and intervals for next-period feature
+    ``rows`` with history."""
+    if point is None:
+        point = point_forecasts(rows, model, columns)
     out = pd.DataFrame({segment: rows[segment].to_numpy(), PERIOD: rows[PERIOD].to_numpy()})
     out[FORECAST] = point
     for level, pair in offsets.items():
@@ -91,8 +398,13 @@ def predict(
     evaluation: dict,
     data_sha256: str,
     params: Params,
+    router: Router | None = None,
 ) -> Deployment:
-    """Deploy, calibrate and forecast the period after the data for every segment."""
+    """Deploy, calibrate and forecast the period after the data for every segment.
+
+    ``router`` holds the train stage's segment models (none: every segment is forecast
+    by the global model); each segment is forecast by its deployed model.
+    """
     spec, problem = params.predict, params.problem
     seg, cal, unit = problem.segment_column, problem.calendar, problem.unit
     labelled = features[features[TARGET].notna()]
@@ -124,7 +436,12 @@ def predict(
     else:
         deployed, fitted = evaluated, train
     model_bytes = dumps_model(deployed)
-    version = model_version(model_bytes)
+    model_sha256 = hashlib.sha256(model_bytes).hexdigest()
+    segs = deploy_segments(
+        router, features, fitted, columns, spec.refit == "all", model_sha256, params
+    )
+    manifest_text = dumps_json(segs.manifest)
+    version = deployed_version(model_bytes, manifest_text if segs.routed else None)
     categories = (
         [str(c) for c in features[SEGMENT_FEATURE].cat.categories]
         if SEGMENT_FEATURE in features.columns
@@ -133,7 +450,8 @@ def predict(
     table_t = period_of(table, problem)
     last = int(table_t.max())
     rows = next_period_features(table, problem, params.features, categories, until=last)
-    out = forecast_frame(rows, deployed, columns, offsets, seg)
+    point = own_forecasts(rows, point_forecasts(rows, deployed, columns), segs, seg)
+    out = forecast_frame(rows, deployed, columns, offsets, seg, point=point)
     out["model_version"] = version
     out["data_sha256"] = data_sha256
     missing = out.loc[out[FORECAST].isna(), seg].tolist()
@@ -157,7 +475,7 @@ def predict(
     metadata = {
         "name": "panelcast",
         "version": version,
-        "sha256": hashlib.sha256(model_bytes).hexdigest(),
+        "sha256": model_sha256,
         "refit": spec.refit,
         "training_window": {
             "start": cal.format(fitted[T].min()),
@@ -176,6 +494,12 @@ def predict(
         "history_periods": keep,
         "interval_levels": list(spec.interval_levels),
         "interval_offsets": {str(k): list(v) for k, v in offsets.items()},
+        "segment_models": {
+            "strategy": segs.manifest["strategy"],
+            "families": segs.manifest["families"],
+            "directory": str(params.paths.deployed_segments),
+            "manifest_sha256": hashlib.sha256(manifest_text.encode("utf-8")).hexdigest(),
+        },
     }
     metrics = {
         "refit": spec.refit,
@@ -191,6 +515,21 @@ def predict(
         "intervals_on_test_window": test_cov,
         "total_forecast": round(float(np.nansum(out[FORECAST])), 3),
     }
+    if segs.routed:
+        # per-segment intervals keep the global model's offsets: not calibrated per family
+        metrics["segment_models"] = {
+            "strategy": segs.manifest["strategy"],
+            "families": segs.manifest["families"],
+            "fit_end": segs.manifest["fit_end_period"],
+        }
+        logger.info(
+            "%s: %d of %d segments forecast by their own model %s (intervals: the global "
+            "model's offsets, not calibrated per family)",
+            segs.manifest["strategy"],
+            len(segs.routes),
+            segs.manifest["segments"],
+            {k: v for k, v in segs.manifest["families"].items() if k != GLOBAL},
+        )
     for level, c in test_cov.items():
         if c["coverage"] is None:
             logger.info("%s%% interval: no observed target in the test window", level)
@@ -207,4 +546,4 @@ def predict(
         int(len(out)),
         with_unit(metrics["total_forecast"], unit, 1),
     )
-    return Deployment(model_bytes, metadata, state, out, metrics)
+    return Deployment(model_bytes, metadata, state, out, metrics, segs.manifest, segs.files)

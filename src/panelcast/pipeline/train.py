@@ -8,6 +8,7 @@ import hashlib
 import logging
 import platform
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -16,12 +17,19 @@ import skops
 
 from ..core.config import Params
 from ..core.periods import LEVEL_FEATURE, SEGMENT_FEATURE, TARGET, WINDOW, T
-from ..modelling.features import feature_columns
+from ..modelling.features import (
+    feature_columns,
+    meta_columns,
+    predict_in_chunks,
+    read_rows,
+    take_rows,
+)
 from ..modelling.many import (
     GLOBAL,
     ChunkConfig,
     SegmentData,
     build_manifest,
+    chunk_size,
     chunked,
     fit_chunk,
     global_manifest,
@@ -48,40 +56,121 @@ class Trained:
     segment_files: dict[str, bytes]
 
 
+@dataclass(frozen=True)
+class TrainingData:
+    """What :func:`train_on` fits on: the labelled rows of the training window as the
+    model's inputs ``X`` and their ``keys`` (segment, period index, target; both with a
+    RangeIndex, one row each), every segment of the feature table, the training rows left
+    out for want of a target, and for the per-segment strategies the whole feature table
+    (or its training window) their models read."""
+
+    X: pd.DataFrame
+    keys: pd.DataFrame
+    segments: list[str]
+    unlabelled: int
+    table: pd.DataFrame | None = None
+
+
+def training_data(features: pd.DataFrame, params: Params) -> TrainingData:
+    """The :class:`TrainingData` of a feature table in memory (one copy of its labelled
+    training rows)."""
+    seg = params.problem.segment_column
+    cols = feature_columns(features, params.problem)
+    in_window = (features[WINDOW] == "train").to_numpy()
+    labelled = in_window & features[TARGET].notna().to_numpy()
+    rows = np.flatnonzero(labelled)
+    return TrainingData(
+        X=take_rows(features, rows, cols),
+        keys=take_rows(features, rows, [seg, T, TARGET]),
+        segments=sorted(features[seg].astype(str).unique()),
+        unlabelled=int((in_window & ~labelled).sum()),
+        table=None if params.train.strategy == GLOBAL else features,
+    )
+
+
+def read_training_data(path: str | Path, params: Params) -> TrainingData:
+    """The :class:`TrainingData` of the feature file ``path``, read without the rest.
+
+    For the global strategy the model inputs and the keys of the labelled training rows
+    are read apart (each a frame of its own: the fit copies nothing else), filtered inside
+    the parquet reader; the segments and the count of unlabelled rows come from a read of
+    three columns. The per-segment strategies read the whole training window.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    seg = params.problem.segment_column
+    meta = set(meta_columns(params.problem))
+    cols = [c for c in pq.read_schema(path).names if c not in meta]
+    in_window = pc.field(WINDOW) == "train"
+    if params.train.strategy != GLOBAL:
+        window = read_rows(path, [seg, T, WINDOW, TARGET, *cols], in_window, by=(WINDOW,))
+        data = training_data(window, params)
+        light = pq.read_table(path, columns=[seg])
+        segments = sorted(str(s) for s in pc.unique(light.column(seg)).to_pylist())
+        del light
+        return TrainingData(data.X, data.keys, segments, data.unlabelled, window)
+    light = pq.read_table(path, columns=[seg, WINDOW, TARGET])
+    train = pc.equal(light.column(WINDOW), "train")
+    missing = pc.and_(train, pc.invert(pc.is_valid(light.column(TARGET))))
+    unlabelled = int(pc.sum(pc.cast(missing, "int64")).as_py() or 0)
+    segments = sorted(str(s) for s in pc.unique(light.column(seg)).to_pylist())
+    del light, train, missing
+    pa.default_memory_pool().release_unused()
+    labelled = in_window & pc.field(TARGET).is_valid()
+    keys = read_rows(path, [seg, T, TARGET], labelled, by=(WINDOW, TARGET))
+    # the float features as arrow arrays: the model's defensive copy of its input (the
+    # segment encoder's) shares them, and the estimator converts them to the float64
+    # numpy values it would have read: one copy of the rows less at the peak of the fit
+    X = read_rows(path, cols, labelled, by=(WINDOW, TARGET), arrow_floats=True)
+    missed = keys[TARGET].isna().to_numpy()  # NaN stored as a value, not as null: left out
+    if missed.any():
+        keep = np.flatnonzero(~missed)
+        X, keys = take_rows(X, keep, cols), take_rows(keys, keep, [seg, T, TARGET])
+        unlabelled += int(missed.sum())
+    return TrainingData(X, keys, segments, unlabelled)
+
+
 def train(features: pd.DataFrame, data_sha256: str, params: Params) -> Trained:
     """Fit on the training window of ``features``; ``data_sha256`` names the source data."""
+    return train_on(training_data(features, params), data_sha256, params)
+
+
+def train_on(data: TrainingData, data_sha256: str, params: Params) -> Trained:
+    """Fit on ``data`` (:func:`training_data`, :func:`read_training_data`)."""
     problem = params.problem
     cal = problem.calendar
-    cols = feature_columns(features, problem)
-    in_window = features[WINDOW] == "train"
-    rows = features[in_window & features[TARGET].notna()].reset_index(drop=True)
+    seg = problem.segment_column
+    X, keys = data.X, data.keys
+    cols = list(X.columns)
     logger.info(
         "training on %d rows x %d features (%d train rows without target left out)",
-        len(rows),
+        len(X),
         len(cols),
-        int((in_window & features[TARGET].isna()).sum()),
+        data.unlabelled,
     )
     model, report = fit_model(
-        rows[cols],
-        rows[TARGET],
-        rows[T].to_numpy(),
+        X,
+        keys[TARGET],
+        keys[T].to_numpy(),
         params.train,
         params.features.scale,
         LEVEL_FEATURE,
         threads=params.compute.threads,
         calendar=cal,
     )
-    in_sample = model.predict(rows[cols])
+    in_sample = predict_in_chunks(model, X, cols)
     card = model_card(model)
     metadata = {
         "model": card,
         "features": cols,
         "target": problem.target,
-        "segment": problem.segment_column,
+        "segment": seg,
         "training_window": {
             "start": params.windows.train_start,
             "end": params.windows.train_end,
-            "rows": int(len(rows)),
+            "rows": int(len(X)),
         },
         "data_sha256": data_sha256,
         "params": {"train": params.train.model_dump(), "features": params.features.model_dump()},
@@ -94,18 +183,22 @@ def train(features: pd.DataFrame, data_sha256: str, params: Params) -> Trained:
         },
     }
     warmup = max(params.features.lags)
-    steady = steady_state(rows, problem.segment_column, warmup).to_numpy()
-    monitored, numeric, categorical = monitored_frame(rows[steady], cols, in_sample[steady])
+    target = keys[TARGET].to_numpy()
+    steady = np.flatnonzero(steady_state(keys, seg, warmup).to_numpy())
+    monitored, numeric, categorical = monitored_frame(
+        X, cols, in_sample[steady], at=steady, target=target
+    )
     logger.info(
         "drift reference: %d training rows past the %d-%s warm-up",
-        int(steady.sum()),
+        len(steady),
         warmup,
         cal.unit,
     )
     reference = build_profile(monitored, numeric, categorical)
-    train_mae = float(np.abs(in_sample - rows[TARGET].to_numpy()).mean())
+    del monitored
+    train_mae = float(np.abs(in_sample - target).mean())
     metrics = {
-        "train_rows": int(len(rows)),
+        "train_rows": int(len(X)),
         "train_mae_in_sample": round(train_mae, 4),
         # what the deployed model really uses: configured values overridden by the search
         "chosen": chosen_hyperparameters(params.train.hyperparameters, report),
@@ -123,10 +216,11 @@ def train(features: pd.DataFrame, data_sha256: str, params: Params) -> Trained:
     metadata["sha256"] = hashlib.sha256(model_bytes).hexdigest()
     cv_mae = report["search"]["best_cv_mae"] if report["search"] else None
     if params.train.strategy == GLOBAL:
-        segments = sorted(features[problem.segment_column].astype(str).unique())
-        manifest, files = global_manifest(segments, params.paths.model, metadata["sha256"], cv_mae)
+        manifest, files = global_manifest(
+            data.segments, params.paths.model, metadata["sha256"], cv_mae
+        )
     else:
-        results = fit_segment_models(features, cols, model, metrics["chosen"], params)
+        results = fit_segment_models(data.table, cols, model, metrics["chosen"], params)
         manifest, files = build_manifest(
             results, params.train.strategy, params.paths.model, metadata["sha256"], cv_mae
         )
@@ -191,6 +285,7 @@ def fit_segment_models(
         ets_space=spec.per_segment.ets_space,
     )
     engine = spec.engine
+    size = chunk_size(len(data), engine)
     logger.info(
         "%s: %d segments x %d candidate famil%s, %d time-ordered folds, chunks of %d on %s",
         spec.strategy,
@@ -198,12 +293,12 @@ def fit_segment_models(
         len(cfg.families) + (spec.strategy == "best_of"),
         "y" if len(cfg.families) + (spec.strategy == "best_of") == 1 else "ies",
         len(fold_starts),
-        engine.chunk_segments,
+        size,
         f"dask ({engine.workers} local workers or the given scheduler)"
         if engine.backend == "dask"
         else f"{engine.n_jobs} local process(es)",
     )
-    return run_chunks(fit_chunk, chunked(data, engine.chunk_segments), cfg, engine)
+    return run_chunks(fit_chunk, chunked(data, size), cfg, engine)
 
 
 def global_fold_forecasts(

@@ -5,11 +5,16 @@ Routes (Open Inference Protocol v2 where it has one):
 - ``GET /v2/health/live``, ``GET /v2/health/ready`` (200 once the model is loaded and
   has forecast once; it names the segment column), ``GET /v2/models/panelcast`` (version,
   training window, gate, features, input schema, interval levels, the segment column, the
-  time axis and its frequency, the target's label and unit), ``GET /v2/models/panelcast/ready``;
+  time axis and its frequency, the target's label and unit, and ``segment_models``: the
+  strategy and the number of segments per model family; ``?segment=NAME`` (repeatable)
+  adds the family of those segments, ``?segment=*`` of every segment),
+  ``GET /v2/models/panelcast/ready``;
 - ``POST /predict`` (``rows`` in the source schema and/or ``segments``) and
   ``POST /v2/models/panelcast/infer`` (named columns): each segment's next-period
   forecast with its interval bounds and the model version, the same digits as
-  ``panelcast predict`` (both read :mod:`panelcast.serving.protocol`);
+  ``panelcast predict`` (both read :mod:`panelcast.serving.protocol`); when the
+  deployment routes some segment to a model of its own, each forecast also names its
+  model's ``family``;
 - ``GET /forecasts/{segment}``: the predict stage's batch forecast of a segment (a single
   series is named after its target);
 - ``GET /metrics`` (Prometheus text), ``POST /admin/reload`` (loopback clients only).
@@ -20,7 +25,8 @@ forecaster's fast path; concurrent small requests wait up to ``serve.batch_windo
 larger request is answered in a worker thread so the others keep flowing.
 
 Hot reload: the service watches the deployed files (``paths.deployed_model``,
-``deployed_metadata``, ``serving_state``, ``forecasts``); when they change (and stay
+``deployed_metadata``, ``serving_state``, ``forecasts``, and in ``deployed_segments``
+the manifest, the series and the folders of the model files); when they change (and stay
 unchanged for one more poll) it loads the new model fully in a thread, checks it like
 at start-up, forecasts once, then swaps one reference: a request in flight finishes on
 the model it started with, none fails. A new model that does not load is refused and
@@ -47,7 +53,7 @@ from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..core.config import Params
-from .fastpath import Forecasts, Prepared, as_float_list
+from .fastpath import FAMILY, Forecasts, Prepared, as_float_list
 from .forecaster import Forecaster, RequestRowsError, UnknownSegmentError
 from .loading import Loaded, file_signature, load_bundle
 from .metrics import Metrics
@@ -460,6 +466,8 @@ def json_response(obj: Any, status: int = 200) -> Response:
 def forecast_records(result: Forecasts, segment: str) -> list[dict]:
     columns = {"forecast": as_float_list(result.forecast)}
     columns.update({k: as_float_list(v) for k, v in result.bounds.items()})
+    if result.families is not None:
+        columns[FAMILY] = result.families
     names = list(columns)
     values = list(zip(*columns.values(), strict=True)) if names else []
     return [
@@ -484,10 +492,32 @@ def infer_outputs(result: Forecasts, segment: str) -> list[dict]:
         outputs.append(
             {"name": name, "datatype": "FP64", "shape": [n], "data": as_float_list(values)}
         )
+    if result.families is not None:
+        outputs.append({"name": FAMILY, "datatype": "BYTES", "shape": [n], "data": result.families})
     return outputs
 
 
-def model_metadata(loaded: Loaded) -> dict:
+def segment_models(fc: Forecaster, segments: list[str] | None = None) -> dict:
+    """The strategy and the segments per family of the deployment; with ``segments``
+    (``["*"]``: all), the family of each of them (an unknown one is a 404)."""
+    meta = fc.metadata.get("segment_models") or {}
+    own = fc.segment_models
+    manifest = own.manifest if own is not None else {}
+    out = {
+        "strategy": manifest.get("strategy", meta.get("strategy", "global")),
+        "families": manifest.get("families", meta.get("families", {"global": len(fc.segments)})),
+    }
+    if segments:
+        names = fc.segments if segments == ["*"] else segments
+        unknown = sorted(set(names) - fc.segment_set)
+        if unknown:
+            error = UnknownSegmentError(unknown, fc.segments)
+            raise ClientError(404, str(error), [detail("segment", "known_segment", unknown)])
+        out["segments"] = {name: fc.family(name) for name in names}
+    return out
+
+
+def model_metadata(loaded: Loaded, segments: list[str] | None = None) -> dict:
     fc = loaded.forecaster
     meta = fc.metadata
     rules = fc.contract.columns
@@ -505,6 +535,8 @@ def model_metadata(loaded: Loaded) -> dict:
     outputs += [
         {"name": n, "datatype": "FP64", "shape": [-1]} for n in ["forecast", *fc.fast.bound_names]
     ]
+    if fc.routed:
+        outputs.append({"name": FAMILY, "datatype": "BYTES", "shape": [-1]})
     problem = fc.params.problem
     time_spec = problem.time
     return {
@@ -537,6 +569,7 @@ def model_metadata(loaded: Loaded) -> dict:
         "refit": meta.get("refit"),
         "data_sha256": meta.get("data_sha256"),
         "compiled": loaded.compiled,
+        "segment_models": segment_models(fc, segments),
     }
 
 
@@ -678,7 +711,11 @@ def create_app(
         if loaded is None:
             return json_response({"error": "the model is loading", "status": 503}, 503)
         request.scope["panelcast.version"] = loaded.version
-        return json_response(model_metadata(loaded))
+        segments = request.query_params.getlist("segment")
+        try:
+            return json_response(model_metadata(loaded, segments))
+        except ClientError as exc:
+            return error_response(exc)
 
     @app.get("/v2/models/panelcast/ready")
     async def model_ready() -> Response:

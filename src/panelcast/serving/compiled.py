@@ -15,6 +15,10 @@ number of rows. The service forecasts a handful of rows per call, so this module
 - adds the leaf values to the baseline one tree after another, in tree order, as
   scikit-learn does, so every sum is rounded the same way.
 
+The segment column may first pass through the model's ``SegmentEncoder`` step: ``native``
+(unchanged), ``target_mean`` (each level's value, computed at load by the encoder's own
+``encode``) or ``none`` (the column dropped).
+
 The result equals ``model.predict`` to the last bit; :class:`CompiledModel` refuses any
 model whose structure it does not know (``from_model`` returns ``None``) and the
 forecaster checks the equality again on every segment when it loads a model.
@@ -138,8 +142,9 @@ class CompiledTrees:
 
 
 class CompiledModel:
-    """``LevelRatioRegressor(Pipeline([("estimator", HistGradientBoostingRegressor)]))``
-    (or the bare regressor) as numpy steps over a float matrix of its features.
+    """``LevelRatioRegressor(Pipeline([("segment", SegmentEncoder)?, ("estimator",
+    HistGradientBoostingRegressor)]))`` (or the bare regressor) as numpy steps over a float
+    matrix of its features.
 
     ``predict(X, codes)`` takes the features in the model's column order as float64, with
     each categorical feature given as the index of its value in ``categories[name]`` (the
@@ -155,6 +160,9 @@ class CompiledModel:
 
         self.level_index: int | None = None
         self.scale = "none"
+        #: the segment encoder's work: (column, value of each level then of a missing one),
+        #: or (column, None) when it drops the column; None when it passes it through
+        self.segment_step: tuple[int, np.ndarray | None] | None = None
         inner = model
         if isinstance(model, LevelRatioRegressor):
             self.scale = model.scale
@@ -165,9 +173,11 @@ class CompiledModel:
             self.level_index = list(features).index(model.level_feature)
             inner = model.regressor_
         if isinstance(inner, Pipeline):
-            if len(inner.steps) != 1:
-                raise NotCompilable("a pipeline with preprocessing steps")
-            inner = inner.steps[0][1]
+            *steps, (_, inner) = inner.steps
+            if len(steps) > 1:
+                raise NotCompilable("a pipeline with several preprocessing steps")
+            for _, step in steps:
+                features = self._segment_encoder(step, list(features), categories)
         if type(inner) is not HistGradientBoostingRegressor:
             raise NotCompilable(f"estimator {type(inner).__name__}")
         self.est = inner
@@ -201,6 +211,48 @@ class CompiledModel:
                 code = np.array([known.get(str(v), np.nan) for v in levels], dtype=np.float64)
                 self.cat_maps.append((int(col), code))
 
+    def _segment_encoder(
+        self, step: Any, features: list[str], categories: dict[str, list[str]]
+    ) -> list[str]:
+        """Reproduce a fitted ``SegmentEncoder`` step; returns the features after it."""
+        import pandas as pd
+
+        from ..modelling.model import SegmentEncoder
+
+        if type(step) is not SegmentEncoder:
+            raise NotCompilable(f"a preprocessing step {type(step).__name__}")
+        if list(step.feature_names_in_) != features:
+            raise NotCompilable("the segment encoder's features differ from the model's")
+        if step.encoding_ == "native" or step.column not in features:
+            return features
+        col = features.index(step.column)
+        if step.encoding_ == "none":
+            self.segment_step = (col, None)
+            return features[:col] + features[col + 1 :]
+        if step.encoding_ != "target_mean":
+            raise NotCompilable(f"segment encoding {step.encoding_!r}")
+        levels = categories.get(step.column)
+        if levels is None:
+            raise NotCompilable(f"no levels for the segment column {step.column!r}")
+        # the encoder's own values, level by level (the same floats as in model.predict)
+        values = step.encode(pd.Series(pd.Categorical(levels, categories=levels)))
+        values = np.append(np.asarray(values, dtype=np.float64), float(step.global_mean_))
+        self.segment_step = (col, values)
+        return features
+
+    def transform(self, X: np.ndarray) -> np.ndarray:
+        """The features as the estimator sees them (after the segment encoder)."""
+        if self.segment_step is None:
+            return X
+        col, values = self.segment_step
+        if values is None:
+            return np.delete(X, col, axis=1)
+        out = np.array(X, dtype=np.float64, copy=True)
+        code = X[:, col]
+        missing = np.isnan(code) | (code < 0) | (code >= len(values) - 1)
+        out[:, col] = values[np.where(missing, len(values) - 1, code).astype(np.intp)]
+        return out
+
     @classmethod
     def from_model(
         cls, model: Any, features: list[str], categories: dict[str, list[str]]
@@ -224,7 +276,7 @@ class CompiledModel:
 
     def predict(self, X: np.ndarray) -> np.ndarray:
         """Forecasts on the original scale, as ``model.predict`` gives them."""
-        z = self.link.inverse(self.trees.raw_predict(self.encode(X)))
+        z = self.link.inverse(self.trees.raw_predict(self.encode(self.transform(X))))
         if self.level_index is None:
             return z
         level = X[:, self.level_index]

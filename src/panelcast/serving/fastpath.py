@@ -17,6 +17,11 @@ the future), and answers ``None`` for anything else, which then takes the contra
 :func:`panelcast.data.contract.check` (its failures are what a client is told);
 :meth:`FastPath.rows_from_frame` reads a frame that passed it.
 
+A segment the deployment routes to a model of its own is forecast as the reference
+path forecasts it (:func:`panelcast.pipeline.predict.own_forecasts`): its scikit-learn
+model on the same feature row, or its statistical model from the stored series and the
+request's rows of that segment (kept aside in :class:`Prepared` for it).
+
 Time is read as ``problem.time`` declares it: year (+ month, quarter or ISO week) integers
 row by row (the commonest case, kept cheap), or a date/datetime column parsed once per
 request with :func:`panelcast.data.timeaxis.parse_datetimes` (vectorised, the parser the
@@ -45,6 +50,8 @@ from ..core.periods import (
 from ..data.timeaxis import parse_datetimes, time_index
 from ..modelling.features import period_of, window_features
 from ..modelling.intervals import interval
+from ..modelling.many import GLOBAL, SKLEARN
+from ..pipeline.predict import stat_forecast
 from .compiled import CompiledModel
 
 if TYPE_CHECKING:
@@ -61,6 +68,11 @@ NOW_SECONDS = 1.0
 #: the same way in any request; the memory is emptied when full).
 DATE_CACHE = 65_536
 _MONDAY = dt.date(1970, 1, 5)  # week 0 of the weekly calendar
+#: The column (and record key) naming the family of each forecast's model, present when
+#: the deployment routes some segment to a model of its own.
+FAMILY = "family"
+#: Route codes of a segment: the global model, its scikit-learn model, its statistical one.
+_GLOBAL, _SKLEARN, _STAT = 0, 1, 2
 
 logger = logging.getLogger(__name__)
 
@@ -81,6 +93,8 @@ class Prepared:
     seg: np.ndarray  # (m,) segment index, in name order
     last: np.ndarray  # (m,) last period of each merged history
     windows: np.ndarray  # (k, m, width): target then exogenous columns
+    #: request rows of statistical segments: segment index -> (periods, target values)
+    new: dict[int, tuple[np.ndarray, np.ndarray]] | None = None
 
     def __len__(self) -> int:
         return len(self.seg)
@@ -94,6 +108,7 @@ class Forecasts:
     periods: list[str]
     forecast: np.ndarray
     bounds: dict[str, np.ndarray]  # lower_80, upper_80, ... in level order
+    families: list[str] | None = None  # the model family of each (routed deployments)
 
     def columns(self) -> list[str]:
         return ["forecast", *self.bounds]
@@ -105,6 +120,8 @@ class Forecasts:
         for name, values in self.bounds.items():
             out[name] = values
         out["model_version"] = version
+        if self.families is not None:
+            out[FAMILY] = np.array(self.families, dtype=object)
         return out
 
 
@@ -136,6 +153,24 @@ class FastPath:
             fc.model, self.features, {SEGMENT_FEATURE: self.names}
         )
         self.compiled_checked = False
+        self._routes(fc)
+
+    def _routes(self, fc: Forecaster) -> None:
+        """The model of each segment: none of this is used when every segment is global."""
+        self.own = fc.segment_models if fc.routed else None
+        n = len(self.names)
+        self.route = np.full(n, _GLOBAL, dtype=np.int8)
+        self.family_of = [GLOBAL] * n
+        self.level_index = self.features.index(LEVEL_FEATURE)
+        #: forecasts of statistical segments from the stored series alone, by (segment, last)
+        self.stored_stat: dict[tuple[int, int], float] = {}
+        if self.own is None:
+            return
+        for name, family in self.own.routes.items():
+            i = self.index.get(name)
+            if i is not None:
+                self.route[i] = _SKLEARN if family == SKLEARN else _STAT
+                self.family_of[i] = family
 
     # ------------------------------------------------------------------ stored history
 
@@ -395,7 +430,21 @@ class FastPath:
         if not self.sorted_names and m > 1:
             order = np.argsort(self.name_array[wanted].astype(str), kind="stable")
             wanted, last, windows = wanted[order], last[order], windows[:, order]
-        return Prepared(wanted, last, windows)
+        return Prepared(wanted, last, windows, self._stat_rows(rows))
+
+    def _stat_rows(
+        self, rows: RequestRows | None
+    ) -> dict[int, tuple[np.ndarray, np.ndarray]] | None:
+        """The request rows of statistical segments (periods, target values) by segment."""
+        if self.own is None or rows is None or not len(rows.seg):
+            return None
+        stat = self.route[rows.seg] == _STAT
+        if not stat.any():
+            return None
+        return {
+            int(s): (rows.t[rows.seg == s], rows.values[rows.seg == s, 0])
+            for s in np.unique(rows.seg[stat])
+        }
 
     def _prepare_one(self, rows: RequestRows) -> Prepared:
         """:meth:`prepare` for the most common request, one row of one segment (the same
@@ -412,7 +461,8 @@ class FastPath:
         off = last - t
         if off < width:
             windows[:, 0, width - 1 - off] = rows.values[0]
-        return Prepared(np.array([s], dtype=np.intp), np.array([last], dtype=np.int64), windows)
+        seg = np.array([s], dtype=np.intp)
+        return Prepared(seg, np.array([last], dtype=np.int64), windows, self._stat_rows(rows))
 
     def feature_matrix(self, prep: Prepared) -> np.ndarray:
         """The model's features (metadata order) as floats; the segment as its index.
@@ -474,6 +524,10 @@ class FastPath:
             X = self.feature_matrix(merged)
             last, seg = merged.last, merged.seg
         point = self.predict_matrix(X)
+        families = None
+        if self.own is not None:
+            self._own_forecasts(batch, sizes, seg, last, X, point)
+            families = [self.family_of[i] for i in seg.tolist()]
         bounds = {}
         for level, pair in self.offsets.items():
             lower, upper = interval(point, pair)
@@ -488,10 +542,47 @@ class FastPath:
                     [show(p) for p in target.tolist()],
                     point[start:stop],
                     {name: values[start:stop] for name, values in bounds.items()},
+                    None if families is None else families[start:stop],
                 )
             )
             start = stop
         return out
+
+    def _own_forecasts(
+        self,
+        batch: list[Prepared],
+        sizes: list[int],
+        seg: np.ndarray,
+        last: np.ndarray,
+        X: np.ndarray,
+        point: np.ndarray,
+    ) -> None:
+        """Replace, in ``point``, the forecasts of segments with a model of their own by
+        that model's (as :func:`panelcast.pipeline.predict.own_forecasts` computes them)."""
+        codes = self.route[seg]
+        todo = np.flatnonzero((codes != _GLOBAL) & ~np.isnan(X[:, self.level_index]))
+        if not len(todo):
+            return
+        item = np.repeat(np.arange(len(batch)), sizes)
+        for i in todo.tolist():
+            s = int(seg[i])
+            name = self.names[s]
+            if codes[i] == _SKLEARN:
+                model = self.own.sklearn[name]
+                frame = self.as_frame(X[i : i + 1])[list(model.feature_names_in_)]
+                point[i] = model.predict(frame)[0]
+                continue
+            new = batch[item[i]].new
+            t_new, y_new = new.get(s, (None, None)) if new else (None, None)
+            if t_new is None:  # the stored series alone: computed once per period
+                key = (s, int(last[i]))
+                value = self.stored_stat.get(key)
+                if value is None:
+                    value = stat_forecast(self.own.stat[name], int(last[i]))
+                    self.stored_stat[key] = value
+                point[i] = value
+            else:
+                point[i] = stat_forecast(self.own.stat[name], int(last[i]), t_new, y_new)
 
     def forecast(self, rows: RequestRows | None, segments: list[int] | None = None) -> Forecasts:
         return self.forecast_many([self.prepare(rows, segments)])[0]

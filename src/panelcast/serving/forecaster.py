@@ -15,6 +15,12 @@ The service answers through :attr:`Forecaster.fast` (:mod:`panelcast.serving.fas
 the same expressions on per-segment arrays prepared at load, checked against this module's
 path by the tests, bit for bit.
 
+A segment the deployment routes to a model of its own (``train.strategy`` per_segment or
+best_of; :mod:`panelcast.serving.segments`) is forecast by it: a scikit-learn model on the
+same next-period feature row, a statistical model from its stored series with the
+request's rows of that segment replacing or extending it (:func:`own_forecasts`, the
+predict stage's code). The interval offsets are the global model's for every segment.
+
 A single series (``problem.segment`` absent) has one segment, named after the target as in
 the prepared panel (its ``series`` column): request rows may omit that column, and the
 service fills it.
@@ -46,9 +52,18 @@ from ..data.contract import (
 )
 from ..data.timeaxis import parse_datetimes, time_columns_of, time_index
 from ..modelling.features import next_period_features, period_of
+from ..modelling.many import GLOBAL
 from ..modelling.model import loads_model
-from ..pipeline.predict import forecast_frame, source_columns
-from .fastpath import FastPath, check_compiled
+from ..modelling.statistical import STAT_FAMILIES
+from ..pipeline.predict import (
+    SegmentDeployment,
+    forecast_frame,
+    own_forecasts,
+    point_forecasts,
+    source_columns,
+)
+from .fastpath import FAMILY, FastPath, check_compiled
+from .segments import load_segment_models
 
 logger = logging.getLogger(__name__)
 
@@ -103,6 +118,16 @@ class Forecaster:
     state: pd.DataFrame
     params: Params
     contract: Contract
+    segment_models: SegmentDeployment | None = None
+
+    @property
+    def routed(self) -> bool:
+        """Whether some segment is forecast by a model of its own."""
+        return self.segment_models is not None and self.segment_models.routed
+
+    def family(self, segment: str) -> str:
+        """The family of the model that forecasts ``segment``."""
+        return GLOBAL if self.segment_models is None else self.segment_models.family(segment)
 
     @cached_property
     def fast(self) -> FastPath:
@@ -111,10 +136,15 @@ class Forecaster:
 
     def warm_up(self) -> bool:
         """Build the fast path, check the compiled model against ``model.predict`` on every
-        stored segment (bit for bit; else it is dropped) and forecast once. Returns whether
-        the compiled model is used."""
+        stored segment (bit for bit; else it is dropped) and forecast once (and every
+        statistical segment from its stored series). Returns whether the compiled model is
+        used."""
         used = check_compiled(self.fast, self)
         self.fast.forecast(None, [0])
+        if self.routed:  # each statistical segment's forecast from its stored series, once
+            stat = [i for i, f in enumerate(self.fast.family_of) if f in STAT_FAMILIES]
+            if stat:
+                self.fast.forecast(None, stat)
         return used
 
     def forecast_fast(
@@ -171,8 +201,16 @@ class Forecaster:
             )
         contract = load_contract(paths.contract, params.problem.calendar)
         _check_schema(metadata, params, contract, str(paths.deployed_metadata))
+        segment_models = load_segment_models(params, metadata)
         state = pd.read_parquet(paths.serving_state)
-        return cls(model, metadata, state, params, request_contract(contract, _inputs(params)))
+        return cls(
+            model,
+            metadata,
+            state,
+            params,
+            request_contract(contract, _inputs(params)),
+            segment_models,
+        )
 
     def validate_rows(self, rows: pd.DataFrame, source: str = "request") -> pd.DataFrame:
         """Check request rows against the contract, the time axis and the known segments;
@@ -313,9 +351,29 @@ class Forecaster:
             history, self.params.problem, self.params.features, self.segments
         )
         offsets = {int(k): tuple(v) for k, v in self.metadata["interval_offsets"].items()}
-        out = forecast_frame(features, self.model, self.metadata["features"], offsets, seg)
+        columns = self.metadata["features"]
+        point = point_forecasts(features, self.model, columns)
+        if self.routed:
+            new = self._new_values(rows) if rows is not None and len(rows) else None
+            point = own_forecasts(features, point, self.segment_models, seg, new)
+        out = forecast_frame(features, self.model, columns, offsets, seg, point=point)
         out["model_version"] = self.version
+        if self.routed:
+            out[FAMILY] = self.segment_models.families(out[seg])
         return out
+
+    def _new_values(self, rows: pd.DataFrame) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """Periods and target values of validated request ``rows`` of the statistical
+        segments, by segment (what their models filter after the stored series)."""
+        seg, problem = self.segment, self.params.problem
+        names = rows[seg].astype(str).to_numpy()
+        stat = np.isin(self.segment_models.families(rows[seg]), STAT_FAMILIES)
+        if not stat.any():
+            return {}
+        _, t = time_index(rows, problem.time)
+        t = np.asarray(t, dtype=np.int64)
+        y = rows[problem.target].to_numpy(dtype=np.float64)
+        return {name: (t[names == name], y[names == name]) for name in pd.unique(names[stat])}
 
 
 def _inputs(params: Params) -> list[str]:

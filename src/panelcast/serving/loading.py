@@ -16,16 +16,26 @@ from pathlib import Path
 import pandas as pd
 
 from ..core.config import Params
+from ..modelling.many import SKLEARN
+from ..pipeline.predict import SERIES_FILE
+from .fastpath import FAMILY
 from .forecaster import Forecaster
+from .segments import manifest_path
 
 logger = logging.getLogger("panelcast.serving")
 
 
 def file_signature(params: Params) -> tuple:
-    """What identifies the deployed files on disk now (mtime, size, inode of each)."""
+    """What identifies the deployed files on disk now (mtime, size, inode of each): the
+    model, its metadata, the serving state, the batch forecasts, and of the segment
+    models the manifest, the series and the folders holding them (a file renamed into a
+    folder changes its mtime: a few stats, however many segment models there are)."""
     p = params.paths
     out = []
-    for path in (p.deployed_model, p.deployed_metadata, p.serving_state, p.forecasts):
+    watched = (p.deployed_model, p.deployed_metadata, p.serving_state, p.forecasts)
+    segments = Path(p.deployed_segments)
+    own = (manifest_path(params), segments / SERIES_FILE, segments, segments / SKLEARN)
+    for path in (*watched, *own):
         try:
             st = os.stat(path)
         except OSError:
@@ -65,9 +75,10 @@ def load_bundle(params: Params, allow_failed_gate: bool = False) -> Loaded:
             frame = pd.read_parquet(path)
             clean = frame.astype(object).where(frame.notna(), None)
             for row in clean.to_dict(orient="records"):
-                forecasts[str(row[forecaster.segment])] = {
-                    k: (float(v) if isinstance(v, float) else v) for k, v in row.items()
-                }
+                record = {k: (float(v) if isinstance(v, float) else v) for k, v in row.items()}
+                if forecaster.routed:
+                    record[FAMILY] = forecaster.family(str(row[forecaster.segment]))
+                forecasts[str(row[forecaster.segment])] = record
         except Exception as exc:  # the batch file is optional: the model still serves
             logger.warning(
                 "%s: batch forecasts not readable (%s); /forecasts answers 404", path, exc
