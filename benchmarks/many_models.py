@@ -73,7 +73,7 @@ import pandas as pd
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "src"))
-from synthetic import make_panel  # noqa: E402  (benchmarks/synthetic.py)
+from synthetic import make_panel, markdown  # noqa: E402  (benchmarks/synthetic.py)
 
 from panelcast.core.config import EngineSpec  # noqa: E402
 from panelcast.modelling.many import (  # noqa: E402
@@ -322,22 +322,6 @@ def choices(results: list[SegmentResult]) -> str:
 
 
 # --------------------------------------------------------------------------- printing
-
-
-def markdown(header: list[str], rows: list[list[str]], align: str) -> str:
-    """A markdown table; ``align``: one letter per column, ``l`` (left) or ``r`` (right)."""
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
-    rule = [
-        "-" * w if a == "l" else "-" * (w - 1) + ":" for w, a in zip(widths, align, strict=True)
-    ]
-    lines = []
-    for cells in (header, rule, *rows):
-        padded = [
-            c.ljust(w) if a == "l" else c.rjust(w)
-            for c, w, a in zip(cells, widths, align, strict=True)
-        ]
-        lines.append("| " + " | ".join(padded) + " |")
-    return "\n".join(lines)
 
 
 def pct(value: float | None) -> str:

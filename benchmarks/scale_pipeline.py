@@ -55,7 +55,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(ROOT / "src"))
-from synthetic import make_panel, write  # noqa: E402  (benchmarks/synthetic.py)
+from synthetic import make_panel, markdown, write  # noqa: E402  (benchmarks/synthetic.py)
 
 from panelcast.examples import PROJECT_FILES  # noqa: E402  (the files a copy needs)
 
@@ -218,22 +218,6 @@ def rows_label(rows: int) -> str:
     if rows >= 10**6:
         return f"{rows / 10**6:.1f}M"
     return f"{rows / 10**3:.0f}k" if rows >= 10**3 else str(rows)
-
-
-def markdown(header: list[str], rows: list[list[str]], align: str) -> str:
-    """A markdown table; ``align``: one letter per column, ``l`` (left) or ``r`` (right)."""
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
-    rule = [
-        "-" * w if a == "l" else "-" * (w - 1) + ":" for w, a in zip(widths, align, strict=True)
-    ]
-    lines = []
-    for cells in (header, rule, *rows):
-        padded = [
-            c.ljust(w) if a == "l" else c.rjust(w)
-            for c, w, a in zip(cells, widths, align, strict=True)
-        ]
-        lines.append("| " + " | ".join(padded) + " |")
-    return "\n".join(lines)
 
 
 def body(cpu: float | None) -> str:

@@ -141,6 +141,22 @@ def write(path: str | Path, panel: pd.DataFrame) -> int:
     return path.stat().st_size
 
 
+def markdown(header: list[str], rows: list[list[str]], align: str) -> str:
+    """A markdown table; ``align``: one letter per column, ``l`` (left) or ``r`` (right)."""
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
+    rule = [
+        "-" * w if a == "l" else "-" * (w - 1) + ":" for w, a in zip(widths, align, strict=True)
+    ]
+    lines = []
+    for cells in (header, rule, *rows):
+        padded = [
+            c.ljust(w) if a == "l" else c.rjust(w)
+            for c, w, a in zip(cells, widths, align, strict=True)
+        ]
+        lines.append("| " + " | ".join(padded) + " |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--segments", type=int, required=True, help="number of segments")

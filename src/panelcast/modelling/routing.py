@@ -31,6 +31,24 @@ logger = logging.getLogger(__name__)
 MANIFEST = "manifest.json"
 
 
+def read_verified(file: Path, expected: Any, what: str, restore: str) -> bytes:
+    """The bytes of ``file`` (``what`` it holds), refused unless their sha256 is
+    ``expected``; ``restore`` says how to get the right file back."""
+    try:
+        data = file.read_bytes()
+    except OSError as exc:
+        raise ModelFileError(
+            f"{file}: cannot read {what} ({exc.strerror or exc}); {restore}."
+        ) from None
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != expected:
+        raise ModelFileError(
+            f"{file}: sha256 {digest[:16]}... does not match the manifest's "
+            f"{str(expected)[:16]}... for {what}: the file was replaced or edited; {restore}."
+        )
+    return data
+
+
 class Router:
     """The models of every segment behind one ``predict``."""
 
@@ -104,21 +122,12 @@ class Router:
             if entry.get("family") != SKLEARN:
                 continue
             file = directory / str(entry["file"])
-            try:
-                data = file.read_bytes()
-            except OSError as exc:
-                raise ModelFileError(
-                    f"{file}: cannot read the model of segment {entry['segment']!r} ({exc}); "
-                    f"restore it with `dvc checkout {directory}`."
-                ) from None
-            digest = hashlib.sha256(data).hexdigest()
-            if digest != entry.get("sha256"):
-                raise ModelFileError(
-                    f"{file}: sha256 {digest[:16]}... does not match the manifest's "
-                    f"{str(entry.get('sha256'))[:16]}... for segment {entry['segment']!r}: "
-                    f"the file was replaced or edited; restore it with `dvc checkout "
-                    f"{directory}` or rerun `dvc repro train`."
-                )
+            data = read_verified(
+                file,
+                entry.get("sha256"),
+                f"the model of segment {entry['segment']!r}",
+                f"restore it with `dvc checkout {directory}` or rerun `dvc repro train`",
+            )
             own[str(entry["segment"])] = read(data, str(file))
         return cls(manifest, global_model, own, season_length, segment_column)
 

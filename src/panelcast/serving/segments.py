@@ -28,7 +28,7 @@ from ..core.errors import ModelFileError
 from ..core.periods import TARGET, T
 from ..modelling.many import GLOBAL, SKLEARN
 from ..modelling.model import loads_model
-from ..modelling.routing import MANIFEST
+from ..modelling.routing import MANIFEST, read_verified
 from ..modelling.statistical import STAT_FAMILIES
 from ..pipeline.predict import SegmentDeployment, fit_stat, series_grids
 
@@ -89,15 +89,9 @@ def load_segment_models(params: Params, metadata: dict) -> SegmentDeployment | N
             continue
         name = str(entry["segment"])
         file = _inside(directory, entry.get("file"), path, name)
-        blob = _read(file, f"the model of segment {name!r}", directory)
-        digest = hashlib.sha256(blob).hexdigest()
-        if digest != entry.get("sha256"):
-            raise ModelFileError(
-                f"{file}: sha256 {digest[:16]}... does not match the manifest's "
-                f"{str(entry.get('sha256'))[:16]}... for segment {name!r}: the file was "
-                f"replaced or edited; restore it with `dvc checkout {directory}` or rerun "
-                f"`dvc repro predict`."
-            )
+        blob = read_verified(
+            file, entry.get("sha256"), f"the model of segment {name!r}", _RESTORE.format(directory)
+        )
         sklearn[name] = loads_model(blob, str(file))
     stat_entries = {str(e["segment"]): e for e in entries if e["family"] in STAT_FAMILIES}
     stat = {}
@@ -122,6 +116,10 @@ def load_segment_models(params: Params, metadata: dict) -> SegmentDeployment | N
             ", ".join(f"{k} {v}" for k, v in manifest.get("families", {}).items()),
         )
     return SegmentDeployment(manifest, {}, sklearn, stat)
+
+
+#: How to get a deployed file back (formatted with the directory).
+_RESTORE = "restore it with `dvc checkout {}` or rerun `dvc repro predict`"
 
 
 def _read(path: Path, what: str, directory: Path) -> bytes:
@@ -155,14 +153,9 @@ def _series(directory: Path, manifest: dict, path: Path, segment: str) -> pd.Dat
     """The statistical segments' series, checked against the manifest's sha256."""
     info = manifest.get("series") or {}
     file = _inside(directory, info.get("file"), path, "(series)")
-    data = _read(file, "the statistical segments' series", directory)
-    digest = hashlib.sha256(data).hexdigest()
-    if digest != info.get("sha256"):
-        raise ModelFileError(
-            f"{file}: sha256 {digest[:16]}... does not match the manifest's "
-            f"{str(info.get('sha256'))[:16]}...: the file was replaced or edited; restore "
-            f"it with `dvc checkout {directory}` or rerun `dvc repro predict`."
-        )
+    data = read_verified(
+        file, info.get("sha256"), "the statistical segments' series", _RESTORE.format(directory)
+    )
     frame = pd.read_parquet(io.BytesIO(data))
     missing = [c for c in (segment, T, TARGET) if c not in frame.columns]
     if missing:
