@@ -44,11 +44,12 @@ from .helpers import (
 OUTPUTS = {
     "train": [
         "models/model.skops",
+        "models/segments/manifest.json",
         "models/metadata.json",
         "models/reference.json",
         "metrics/train.json",
     ],
-    "drift": ["metrics/drift.json", "plots/drift_effects.csv"],
+    "drift": ["metrics/drift.json", "plots/drift_effects.csv", "plots/drift_segments.csv"],
 }
 
 
