@@ -169,6 +169,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def serve_command(params_file: Path) -> list[str]:
+    """`panelcast serve` of the bundle whose params are ``params_file``, on a free port."""
+    panelcast = str(Path(sys.executable).parent / "panelcast")
+    return [panelcast, "serve", "--params", str(params_file), "--port", "0"]
+
+
 def env() -> dict[str, str]:
     out = dict(os.environ)
     out["PATH"] = str(Path(sys.executable).parent) + os.pathsep + out.get("PATH", "")

@@ -8,7 +8,6 @@ import dataclasses
 import hashlib
 import json
 import subprocess
-import sys
 import urllib.parse
 from pathlib import Path
 
@@ -20,7 +19,7 @@ from panelcast.core.errors import ModelFileError
 from panelcast.modelling.intervals import interval
 from panelcast.modelling.statistical import STAT_FAMILIES, FittedStat
 
-from .bundle import copy_bundle, env, request, serving
+from .bundle import copy_bundle, env, request, serve_command, serving
 
 VALUES = ["sales", "volume", "median", "listings", "inventory"]
 
@@ -301,14 +300,7 @@ def test_a_tampered_segment_model_is_refused_naming_the_file(mixed_bundle, tmp_p
     # `panelcast serve` refuses to start: exit code 2, one line naming the file
     params_file = tmp_path / "model" / "params.yaml"
     proc = subprocess.run(
-        [
-            str(Path(sys.executable).parent / "panelcast"),
-            "serve",
-            "--params",
-            str(params_file),
-            "--port",
-            "0",
-        ],
+        serve_command(params_file),
         env=env(),
         capture_output=True,
         text=True,

@@ -7,14 +7,13 @@ import json
 import math
 import socket
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from .bundle import GOOD, Server, batch_predict, copy_bundle, env, request
+from .bundle import GOOD, Server, batch_predict, copy_bundle, env, request, serve_command
 
 VALUES = ["sales", "volume", "median", "listings", "inventory"]
 
@@ -290,14 +289,7 @@ def test_the_cli_refuses_a_model_it_must_not_serve(bundle, tmp_path):
         params_file = copy_bundle(bundle["params_file"], tmp_path / name.replace(" ", "_"), updates)
         damage(params_file)
         procs[name] = subprocess.Popen(
-            [
-                str(Path(sys.executable).parent / "panelcast"),
-                "serve",
-                "--params",
-                str(params_file),
-                "--port",
-                "0",
-            ],
+            serve_command(params_file),
             env=env(),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
