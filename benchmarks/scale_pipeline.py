@@ -57,7 +57,7 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(ROOT / "src"))
 from synthetic import make_panel, markdown, write  # noqa: E402  (benchmarks/synthetic.py)
 
-from panelcast.examples import PROJECT_FILES  # noqa: E402  (the files a copy needs)
+from panelcast.examples import copy_project  # noqa: E402  (the project files a copy needs)
 
 logger = logging.getLogger("benchmarks.scale_pipeline")
 
@@ -163,14 +163,7 @@ def scratch_copy(dest: Path, params: dict, contract: dict) -> Path:
     """The project files in ``dest`` with ``params`` and ``contract``, committed in a fresh
     git repository (as :func:`panelcast.examples.scratch_copy` does for an example)."""
     dest.mkdir(parents=True)
-    ignore = shutil.ignore_patterns("__pycache__", "*.egg-info")
-    for item in PROJECT_FILES:
-        src = ROOT / item
-        if src.is_dir():
-            shutil.copytree(src, dest / item, ignore=ignore)
-        elif src.exists():
-            (dest / item).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dest / item)
+    copy_project(ROOT, dest)
     (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     (dest / "contract.yaml").write_text(yaml.safe_dump(contract, sort_keys=False))
     env = environment(dest)

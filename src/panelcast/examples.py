@@ -67,6 +67,18 @@ def _git(args: list[str], cwd: Path) -> None:
     )
 
 
+def copy_project(root: Path, dest: Path) -> None:
+    """The project files (:data:`PROJECT_FILES`) of ``root`` copied into ``dest``."""
+    ignore = shutil.ignore_patterns("__pycache__", "*.egg-info")
+    for item in PROJECT_FILES:
+        src = root / item
+        if src.is_dir():
+            shutil.copytree(src, dest / item, ignore=ignore)
+        elif src.exists():
+            (dest / item).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / item)
+
+
 def scratch_copy(root: Path, name: str, dest: Path) -> Path:
     """The project at ``root`` copied to ``dest`` with example ``name``'s params and
     contract over the root ones, committed in a fresh git repository.
@@ -82,14 +94,7 @@ def scratch_copy(root: Path, name: str, dest: Path) -> Path:
     if dest.exists() and any(dest.iterdir()):
         raise UserError(f"{dest}: the scratch folder exists and is not empty; remove it first.")
     dest.mkdir(parents=True, exist_ok=True)
-    ignore = shutil.ignore_patterns("__pycache__", "*.egg-info")
-    for item in PROJECT_FILES:
-        src = root / item
-        if src.is_dir():
-            shutil.copytree(src, dest / item, ignore=ignore)
-        elif src.exists():
-            (dest / item).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dest / item)
+    copy_project(root, dest)
     for item in EXAMPLE_FILES:
         shutil.copy2(root / "examples" / name / item, dest / item)
     _git(["init", "-q", "-b", "main"], dest)
