@@ -13,6 +13,9 @@ from hypothesis import strategies as st
 from .bundle import GOOD, request
 
 EXAMPLES = 2200
+# One worker runs the whole module in order: the last test checks what the fuzzing test sent.
+pytestmark = pytest.mark.xdist_group("serving-fuzz")
+
 COLUMNS = ["city", "year", "month", "sales", "volume", "median", "listings", "inventory"]
 
 scalars = st.one_of(
