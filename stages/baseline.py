@@ -1,4 +1,5 @@
-"""Stage baseline: the rule-based benchmarks, scored on the test window like the model."""
+"""Stage baseline: the rule-based benchmarks, scored on the test window like the model, and
+the per-segment statistical models scored beside them (``baseline.statistical``)."""
 
 import pandas as pd
 
@@ -10,8 +11,8 @@ from panelcast.pipeline.baseline import baseline
 
 def main(params, args) -> None:
     paths, problem = params.paths, params.problem
-    # only the columns the rules read: the segment, time and target of the panel, the keys,
-    # window and target of the feature rows
+    # only the columns the rules and the statistical models read: the segment, time and
+    # target of the panel, the keys, window and target of the feature rows
     table = pd.read_parquet(
         paths.validated, columns=[problem.segment_column, *problem.time.columns, problem.target]
     )

@@ -1,11 +1,15 @@
 """Stage evaluate: score the model on the test window against the best rule; apply the gate."""
 
+from pathlib import Path
+
+import pandas as pd
 import pyarrow.compute as pc
 
 from panelcast.core.io import read_json, write_csv, write_json, write_parquet
 from panelcast.core.periods import PERIOD, TARGET, WINDOW, T
 from panelcast.core.stage import StageError, run_stage
 from panelcast.modelling.features import read_rows
+from panelcast.modelling.many import CV_FORECASTS
 from panelcast.modelling.model import load_model
 from panelcast.modelling.routing import Router
 from panelcast.pipeline.evaluate import evaluate, only_global
@@ -27,6 +31,9 @@ def main(params, args) -> None:
     meta = [params.problem.segment_column, PERIOD, T, WINDOW, TARGET]
     rows = test if only_global(router) else None
     features = read_rows(paths.features, meta + columns, rows, by=(WINDOW,))
+    # the CV fold forecasts calibrate the test intervals (absent: calibrated on the test alone)
+    cv_path = Path(paths.segment_models) / CV_FORECASTS
+    cv_forecasts = pd.read_parquet(cv_path) if cv_path.is_file() else None
     result = evaluate(
         features,
         read_rows(paths.baseline, None, test, by=(WINDOW,)),
@@ -35,6 +42,7 @@ def main(params, args) -> None:
         columns,
         params,
         str(paths.metric("baseline")),
+        cv_forecasts,
     )
     del features
     # kept when the gate fails the stage: the scores say why

@@ -49,9 +49,14 @@ def test_metrics_files_hold_the_expected_figures(repo):
     predict = metrics(repo, "predict")
     assert predict["forecast_period"] == "2015-08" and predict["refit"] == "all"
     assert predict["segments"] == 46 and predict["segments_without_forecast"] == 0
-    for level in ("80", "95"):
-        cov = predict["intervals_on_test_window"][level]
-        assert cov["n"] == 2017 and 0.5 < cov["coverage"] <= 1 and cov["mean_width"] > 0
+    intervals = ev["intervals"]
+    assert intervals["calibration_periods"] == 24
+    for level, points in (("80", 3), ("95", 2)):
+        cov = intervals["levels"][level]
+        assert cov["n"] == 2017 and cov["mean_width"] > 0
+        # the promise of the issue: within 3 (80 %) and 2 (95 %) points of nominal
+        assert abs(cov["coverage"] - int(level) / 100) <= points / 100, cov
+        assert cov["within_target"] is True
     forecasts = pd.read_parquet(repo / "data" / "forecasts.parquet")
     assert len(forecasts) == 46 and set(forecasts["period"]) == {"2015-08"}
     assert forecasts["forecast"].notna().all()
@@ -67,6 +72,7 @@ def test_metrics_files_hold_the_expected_figures(repo):
         "predicted_vs_actual",
         "error_over_time",
         "error_by_segment",
+        "intervals_over_time",
         "drift_effects",
         "backtest_error",
         "backtest_drift",

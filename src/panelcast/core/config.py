@@ -25,7 +25,7 @@ import types
 import typing
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import annotated_types
 import yaml
@@ -478,9 +478,22 @@ class FeatureSpec(StrictModel):
 
 
 class BaselineSpec(StrictModel):
-    """Rule-based benchmarks scored exactly like the model."""
+    """Rule-based benchmarks scored exactly like the model, and the per-segment statistical
+    forecasters scored beside them as references (never rules: the gate's best rule is
+    chosen among ``rules`` only)."""
 
     rules: list[Rule] = Field(min_length=1)
+    #: statsforecast's per-segment models fitted on the training window and scored one step
+    #: ahead on the test window (AutoARIMA costs seconds of CPU per segment)
+    statistical: list[Literal["auto_ets", "auto_arima", "theta"]] = Field(default_factory=list)
+
+    @field_validator("statistical")
+    @classmethod
+    def _unique_statistical(cls, value: list[str]) -> list[str]:
+        twice = sorted({f for f in value if value.count(f) > 1})
+        if twice:
+            raise ValueError(f"lists {twice} more than once; each model is scored once")
+        return value
 
 
 class SearchSpec(StrictModel):
@@ -501,14 +514,22 @@ class SearchSpec(StrictModel):
 #: Per-segment candidate families: the scikit-learn estimator on the segment's own rows,
 #: and statsforecast's per-series statistical forecasters.
 Family = Literal["sklearn", "auto_ets", "auto_arima", "theta", "seasonal_naive"]
+#: The single families (the members of a combination are these, without ``sklearn``,
+#: plus ``global``).
+FAMILIES: tuple[str, ...] = get_args(Family)
 
 
 class PerSegmentSpec(StrictModel):
     """The candidates of each segment's own model (strategies ``per_segment``, ``best_of``)."""
 
-    families: list[Family] = Field(
+    #: single families, or combinations such as ``global+theta`` (the mean of the members'
+    #: forecasts; members: ``global`` and the statistical families)
+    families: list[str] = Field(
         default_factory=lambda: ["auto_ets", "theta", "seasonal_naive"], min_length=1
     )
+    #: also every mean of two or more of ``families``' single statistical families and,
+    #: for ``best_of`` and ``pooled``, the global model
+    combinations: bool = False
     #: a segment with fewer labelled training periods keeps the global model
     min_train_periods: Positive = 36
     #: AutoETS's search space (statsforecast's ``model``: error, trend, season, each A, M,
@@ -518,6 +539,18 @@ class PerSegmentSpec(StrictModel):
     @field_validator("families")
     @classmethod
     def _unique(cls, value: list[str]) -> list[str]:
+        from ..modelling.statistical import combination_problem, combine_name, members
+
+        for family in value:
+            if len(members(family)) == 1 and family not in FAMILIES:
+                raise ValueError(
+                    f"has the unknown family {family!r}; expected one of {list(FAMILIES)} "
+                    f"or a combination of global and statistical ones such as 'global+theta'"
+                )
+            problem = combination_problem(family)
+            if problem:
+                raise ValueError(f"combination {family!r} {problem}")
+        value = [combine_name(members(f)) if len(members(f)) > 1 else f for f in value]
         twice = sorted({f for f in value if value.count(f) > 1})
         if twice:
             raise ValueError(f"lists {twice} more than once; each family is a candidate once")
@@ -550,8 +583,10 @@ class TrainSpec(StrictModel):
     seed: Annotated[int, Field(ge=0, le=2**32 - 1)]
     search: SearchSpec
     #: global: one model for every segment; per_segment: each segment's own model (chosen
-    #: among ``per_segment.families`` by time-ordered CV); best_of: the better of the two
-    strategy: Literal["global", "per_segment", "best_of"] = "global"
+    #: among ``per_segment.families`` by time-ordered CV); best_of: the better of the two;
+    #: pooled: the one candidate (global or a family of ``per_segment.families``, the same
+    #: for every segment) with the lowest CV error over all segments
+    strategy: Literal["global", "per_segment", "best_of", "pooled"] = "global"
     #: how the global model sees the segment: native (categorical, at most 255 levels for
     #: HistGradientBoosting), target_mean (mean training target of the segment), none, or
     #: auto (native up to 255 levels, else the better of target_mean and none by CV)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import io
 import json
 import logging
 import os
@@ -189,6 +190,13 @@ def read_json(path: str | Path) -> Any:
 def write_parquet(path: str | Path, frame: pd.DataFrame) -> Path:
     """Write Parquet atomically; same frame gives byte-identical files."""
     return atomic_write(path, lambda tmp: frame.to_parquet(tmp, index=False, compression="zstd"))
+
+
+def parquet_bytes(frame: pd.DataFrame) -> bytes:
+    """``frame`` as Parquet bytes (zstd, no index): the same frame gives the same bytes."""
+    buffer = io.BytesIO()
+    frame.to_parquet(buffer, index=False, compression="zstd")
+    return buffer.getvalue()
 
 
 def write_csv(path: str | Path, frame: pd.DataFrame) -> Path:

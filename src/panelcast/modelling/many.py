@@ -6,7 +6,18 @@ The strategies (``train.strategy``):
 - ``per_segment``: each segment's own model, the best of ``train.per_segment.families`` by
   the CV below (segments too short for it keep the global model);
 - ``best_of``: the same candidates plus the global model, whose fold forecasts are
-  computed once for every segment.
+  computed once for every segment;
+- ``pooled``: one candidate for every segment (the global model or a family of
+  ``train.per_segment.families``), the one with the lowest CV error over all segments'
+  fold rows together (a segment that a candidate cannot forecast counts, and is
+  deployed, with the global model's forecasts). A choice made once on thousands of rows
+  is far less noisy than one per segment.
+
+A family may be a combination (``global+theta``: the mean of its members' forecasts, see
+:mod:`panelcast.modelling.statistical`); ``train.per_segment.combinations`` adds every
+mean of two or more of the candidates' single statistical families (and of the global
+model, for ``best_of`` and ``pooled``). Each member's fold forecasts are computed once per
+segment and fold and shared by every combination that holds it.
 
 The CV is the search's: the folds validate on ``fold_periods`` periods each, ending at the
 last training period, so that every segment is compared on the same calendar; the score
@@ -22,6 +33,7 @@ identical bit for bit whatever the backend, the chunk size and the number of wor
 from __future__ import annotations
 
 import hashlib
+import itertools
 import logging
 import os
 import time
@@ -36,12 +48,25 @@ from threadpoolctl import threadpool_limits
 from ..core.config import EngineSpec, TrainSpec
 from ..core.errors import UserError
 from ..core.progress import Progress
-from .statistical import STAT_FAMILIES, FittedStat, select
+from .statistical import (
+    STAT_FAMILIES,
+    FittedStat,
+    blend,
+    combine_name,
+    is_combination,
+    members,
+    select,
+    stat_members,
+    uses_global,
+)
 
 logger = logging.getLogger(__name__)
 
 GLOBAL = "global"
 SKLEARN = "sklearn"
+#: The file of the segment models' directory holding the deployed choice's fold
+#: forecasts (segment, period, target, forecast): what its intervals are calibrated on.
+CV_FORECASTS = "cv_forecasts.parquet"
 #: The environment variable naming an existing Dask scheduler (``train.engine.scheduler``
 #: wins over it).
 DASK_ADDRESS_ENV = "DASK_SCHEDULER_ADDRESS"
@@ -75,6 +100,7 @@ class ChunkConfig:
     scale: str = "log_ratio"
     level_feature: str = "log_level"
     ets_space: str = "ZZZ"
+    combinations: bool = False
 
 
 @dataclass
@@ -90,6 +116,11 @@ class SegmentResult:
     train_periods: int
     note: str = ""
     model_bytes: bytes | None = None
+    #: the periods and targets of the segment's fold rows, and the fold forecasts of the
+    #: chosen family on them (``pooled``: of every candidate that could forecast them)
+    cv_t: np.ndarray | None = None
+    cv_y: np.ndarray | None = None
+    cv_preds: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------- one segment
@@ -126,6 +157,16 @@ def _trim(seg: SegmentData) -> SegmentData:
     )
 
 
+def period_grid(t: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A segment's values on every period from its first row's to its last (missing
+    where it has no row): what a statistical model reads, one value per period."""
+    t = np.asarray(t, dtype=np.int64)
+    grid_t = np.arange(int(t[0]), int(t[-1]) + 1, dtype=np.int64) if len(t) else t
+    grid_y = np.full(len(grid_t), np.nan)
+    grid_y[t - (grid_t[0] if len(t) else 0)] = y
+    return grid_t, grid_y
+
+
 def _stat_fold_forecast(
     family: str, y: np.ndarray, hist: np.ndarray, upto: np.ndarray, cfg: ChunkConfig
 ) -> np.ndarray:
@@ -150,15 +191,76 @@ def _sklearn_model(cfg: ChunkConfig, X: pd.DataFrame) -> Any:
     )
 
 
+def candidates_of(strategy: str, families: Iterable[str], combinations: bool = False) -> list[str]:
+    """The candidate families of a strategy: ``global`` first (``best_of``, ``pooled``),
+    the given families, then with ``combinations`` every mean of two or more of the
+    single statistical families (and ``global``)."""
+    with_global = strategy in ("best_of", "pooled")
+    out = ([GLOBAL] if with_global else []) + list(families)
+    if combinations:
+        singles = ([GLOBAL] if with_global else []) + [f for f in families if f in STAT_FAMILIES]
+        for size in range(2, len(singles) + 1):
+            out += [combine_name(c) for c in itertools.combinations(singles, size)]
+    return list(dict.fromkeys(out))
+
+
 def _candidates(cfg: ChunkConfig) -> list[str]:
-    return ([GLOBAL] if cfg.strategy == "best_of" else []) + list(cfg.families)
+    return candidates_of(cfg.strategy, cfg.families, cfg.combinations)
+
+
+def _member_forecast(
+    member: str, seg: SegmentData, fold: tuple[np.ndarray, np.ndarray, int], cfg: ChunkConfig
+) -> np.ndarray | None:
+    """One member's forecasts of a fold's validation rows (None when it cannot fit)."""
+    hist, val, start = fold
+    labelled = ~np.isnan(seg.y)
+    try:
+        if member == GLOBAL:
+            pred = seg.global_cv[val] if seg.global_cv is not None else None
+        elif member == SKLEARN:
+            rows = hist & labelled
+            model = _sklearn_model(cfg, seg.X).fit(seg.X[rows], seg.y[rows])
+            pred = np.asarray(model.predict(seg.X[val]), dtype=np.float64)
+        else:  # on the segment's calendar: a period without a row is a gap, not skipped
+            grid_t, grid_y = period_grid(seg.t, seg.y)
+            hist_g, upto_g = grid_t < start, grid_t < start + cfg.fold_periods
+            pred = _stat_fold_forecast(member, grid_y, hist_g, upto_g, cfg)
+            pred = pred[seg.t[val] - grid_t[0]]
+    except Exception as exc:  # a candidate that cannot fit this segment drops out
+        logger.debug("segment %r: %s failed on a fold: %s", seg.segment, member, exc)
+        return None
+    if pred is None or np.isnan(pred).any():
+        return None
+    return pred
+
+
+def combined(family: str, parts: dict[str, np.ndarray]) -> np.ndarray:
+    """The forecast of ``family`` from its members' forecasts ``parts`` (the same
+    arithmetic as :class:`FittedStat` and :func:`blend` at prediction time)."""
+    stats = [parts[m] for m in stat_members(family)]
+    if not stats:
+        return parts[family]
+    stat = stats[0] if len(stats) == 1 else np.mean(stats, axis=0)
+    return blend(family, parts[GLOBAL], stat) if uses_global(family) else stat
 
 
 def fit_segment(seg: SegmentData, cfg: ChunkConfig) -> SegmentResult:
-    """Choose and fit one segment's model (see the module docstring)."""
+    """Choose and fit one segment's model (see the module docstring); with ``pooled``,
+    score every candidate on the folds and fit nothing (the choice is made over all
+    segments, then :func:`fit_chunk` fits the chosen family)."""
     seg = _trim(seg)
     labelled = ~np.isnan(seg.y)
     n_train = int(labelled.sum())
+    all_folds = _fold_masks(seg.t, labelled, cfg)
+    in_folds = np.zeros(len(seg.t), dtype=bool)
+    for _, val, _ in all_folds:
+        in_folds |= val
+    cv_t, cv_y = seg.t[in_folds], seg.y[in_folds]
+    global_cv = (
+        {GLOBAL: seg.global_cv[in_folds]}
+        if seg.global_cv is not None and not np.isnan(seg.global_cv[in_folds]).any()
+        else {}
+    )
     if n_train < cfg.min_train_periods:
         return SegmentResult(
             seg.segment,
@@ -169,40 +271,57 @@ def fit_segment(seg: SegmentData, cfg: ChunkConfig) -> SegmentResult:
             n_train,
             f"{n_train} labelled training periods < train.per_segment.min_train_periods "
             f"{cfg.min_train_periods}: keeps the global model",
+            cv_t=cv_t,
+            cv_y=cv_y,
+            cv_preds=global_cv,
         )
     candidates = _candidates(cfg)
+    pooled = cfg.strategy == "pooled"
     # one candidate: nothing to choose, the CV is skipped (its score would change nothing)
-    folds = _fold_masks(seg.t, labelled, cfg) if len(candidates) > 1 else []
+    folds = all_folds if len(candidates) > 1 else []
+    cache: dict[tuple[str, int], np.ndarray | None] = {}
     scores: dict[str, float | None] = {}
+    preds: dict[str, np.ndarray] = {}
     if not folds and len(candidates) == 1:
         scores[candidates[0]] = None
     for family in candidates if folds else []:
-        maes = []
-        for hist, val, start in folds:
-            try:
-                if family == GLOBAL:
-                    pred = seg.global_cv[val] if seg.global_cv is not None else None
-                elif family == SKLEARN:
-                    rows = hist & labelled
-                    model = _sklearn_model(cfg, seg.X).fit(seg.X[rows], seg.y[rows])
-                    pred = model.predict(seg.X[val])
-                else:
-                    upto = seg.t < start + cfg.fold_periods
-                    pred = _stat_fold_forecast(family, seg.y, hist, upto, cfg)[val[upto]]
-            except Exception as exc:  # a candidate that cannot fit this segment drops out
-                logger.debug("segment %r: %s failed on a fold: %s", seg.segment, family, exc)
-                pred = None
-            if pred is None or np.isnan(pred).any():
+        maes: list[float] | None = []
+        full = np.full(len(seg.t), np.nan)
+        for k, fold in enumerate(folds):
+            parts = {}
+            for member in members(family):
+                if (member, k) not in cache:
+                    cache[member, k] = _member_forecast(member, seg, fold, cfg)
+                parts[member] = cache[member, k]
+            if any(p is None for p in parts.values()):
                 maes = None
                 break
-            maes.append(float(np.mean(np.abs(pred - seg.y[val]))))
+            pred = combined(family, parts)
+            full[fold[1]] = pred
+            maes.append(float(np.mean(np.abs(pred - seg.y[fold[1]]))))
         scores[family] = float(np.mean(maes)) if maes else None
+        if maes:
+            preds[family] = full[in_folds]
+    if pooled:
+        kept = {f: p for f, p in preds.items() if not np.isnan(p).any()}
+        return SegmentResult(
+            seg.segment, GLOBAL, {}, None, scores, n_train, cv_t=cv_t, cv_y=cv_y, cv_preds=kept
+        )
     ranked = [(s, i, f) for i, (f, s) in enumerate(scores.items()) if s is not None]
     if not ranked and len(candidates) == 1:
         ranked = [(None, 0, candidates[0])]
     if not ranked:
         return SegmentResult(
-            seg.segment, GLOBAL, {}, None, scores, n_train, "no candidate could be scored"
+            seg.segment,
+            GLOBAL,
+            {},
+            None,
+            scores,
+            n_train,
+            "no candidate could be scored",
+            cv_t=cv_t,
+            cv_y=cv_y,
+            cv_preds=global_cv,
         )
     best_score, _, family = min(ranked)
     try:
@@ -210,9 +329,31 @@ def fit_segment(seg: SegmentData, cfg: ChunkConfig) -> SegmentResult:
     except Exception as exc:  # the chosen candidate fails on the whole window: keep global
         note = f"{family} failed on the whole training window ({type(exc).__name__}: {exc})"
         logger.warning("segment %r: %s; it keeps the global model", seg.segment, note)
-        return SegmentResult(seg.segment, GLOBAL, {}, None, scores, n_train, note)
+        return SegmentResult(
+            seg.segment,
+            GLOBAL,
+            {},
+            None,
+            scores,
+            n_train,
+            note,
+            cv_t=cv_t,
+            cv_y=cv_y,
+            cv_preds=global_cv,
+        )
+    chosen_cv = {family: preds[family]} if family in preds else {}
     return SegmentResult(
-        seg.segment, family, candidate, best_score, scores, n_train, "", model_bytes
+        seg.segment,
+        family,
+        candidate,
+        best_score,
+        scores,
+        n_train,
+        "",
+        model_bytes,
+        cv_t=cv_t,
+        cv_y=cv_y,
+        cv_preds=chosen_cv,
     )
 
 
@@ -226,9 +367,47 @@ def _final_fit(
 
         model = _sklearn_model(cfg, seg.X).fit(seg.X[labelled], seg.y[labelled])
         return dict(cfg.hyperparameters), dumps_model(model)
-    if family in STAT_FAMILIES:
-        return select(family, seg.y, cfg.season_length, cfg.ets_space), None
+    if family in STAT_FAMILIES or is_combination(family):
+        y = period_grid(seg.t, seg.y)[1]
+        return select(family, y, cfg.season_length, cfg.ets_space), None
     return {}, None
+
+
+def pooled_scores(
+    results: Iterable[SegmentResult], candidates: list[str], cfg: ChunkConfig
+) -> tuple[dict[str, float | None], int]:
+    """Each candidate's CV MAE over every segment's fold rows together (the mean over
+    folds of the fold's MAE, as the search scores), and the number of segments scored.
+
+    A segment counts when the global model forecasts all its fold rows; where a
+    candidate cannot forecast a segment, the global model's forecasts stand in for it
+    (as they would in production: such a segment is deployed with the global model).
+    """
+    starts = np.asarray(cfg.fold_starts, dtype=np.int64)
+    k = len(starts)
+    sums = {c: np.zeros(k) for c in candidates}
+    counts = np.zeros(k)
+    scored = 0
+    for r in results:
+        if r.cv_t is None or GLOBAL not in r.cv_preds or not len(r.cv_t):
+            continue
+        fold = np.searchsorted(starts, r.cv_t, side="right") - 1
+        counts += np.bincount(fold, minlength=k)
+        scored += 1
+        for c in candidates:
+            pred = r.cv_preds.get(c, r.cv_preds[GLOBAL])
+            sums[c] += np.bincount(fold, weights=np.abs(pred - r.cv_y), minlength=k)
+    ok = counts > 0
+    if not ok.any():
+        return {c: None for c in candidates}, 0
+    return {c: float(np.mean(sums[c][ok] / counts[ok])) for c in candidates}, scored
+
+
+def choose_pooled(scores: dict[str, float | None]) -> str:
+    """The candidate of lowest pooled score (the first on a tie; ``global`` when none
+    could be scored)."""
+    ranked = [(s, i, c) for i, (c, s) in enumerate(scores.items()) if s is not None]
+    return min(ranked)[2] if ranked else GLOBAL
 
 
 def fit_chunk(chunk: list[SegmentData], cfg: ChunkConfig) -> list[SegmentResult]:

@@ -365,8 +365,13 @@ def fit_model(
     level_feature: str,
     threads: int = 1,
     calendar: Calendar | None = None,
+    fold_forecasts: np.ndarray | None = None,
 ) -> tuple[LevelRatioRegressor, dict]:
     """Fit the model, with the time-ordered hyperparameter search when enabled.
+
+    ``fold_forecasts`` (an array of ``len(X)``), when given, receives the chosen
+    candidate's forecast of every validation row of the folds (out of sample: each fold's
+    model is fitted before it); other rows are left as they are.
 
     ``t`` holds the period index of each row (the folds are cut in it); ``calendar``
     (``problem.calendar``) names the periods in messages.
@@ -437,13 +442,16 @@ def fit_model(
         threads,
     )
     fold_mae = np.empty((len(candidates), len(splits)))
+    fold_pred: dict[tuple[int, int], np.ndarray] = {}
     progress = Progress("search", len(tasks), "fits", log=logger)
     with parallel_config(backend="loky", inner_max_num_threads=threads):
         done = Parallel(n_jobs=s.n_jobs, return_as="generator")(
-            delayed(_fold_mae)(model, candidates[i], X, y, *splits[j], threads) for i, j in tasks
+            delayed(_fold_forecast)(model, candidates[i], X, y, *splits[j], threads)
+            for i, j in tasks
         )
-        for k, ((i, j), mae) in enumerate(zip(tasks, done, strict=True), start=1):
-            fold_mae[i, j] = mae
+        for k, ((i, j), pred) in enumerate(zip(tasks, done, strict=True), start=1):
+            fold_mae[i, j] = float(mean_absolute_error(y.iloc[splits[j][1]], pred))
+            fold_pred[i, j] = pred
             progress.update(k)
     # as scikit-learn's cv_results_: unweighted mean and std over folds, rank "min" on ties
     mean = np.average(fold_mae, axis=1)
@@ -452,6 +460,9 @@ def fit_model(
 
     rank = rankdata(mean, method="min").astype(np.int32)
     best = int(rank.argmin())
+    if fold_forecasts is not None:
+        for j, (_, va) in enumerate(splits):
+            fold_forecasts[va] = fold_pred[best, j]
     with threadpool_limits(limits=threads):
         final = clone(model).set_params(**candidates[best]).fit(X, y)
     report["search"] = {
@@ -521,7 +532,7 @@ def search_candidates(grid: dict[str, list], method: str, n_iter: int, seed: int
     return list(ParameterSampler(grid, min(n_iter, len(whole)), random_state=seed))
 
 
-def _fold_mae(
+def _fold_forecast(
     model: LevelRatioRegressor,
     params: dict,
     X: pd.DataFrame,
@@ -529,11 +540,12 @@ def _fold_mae(
     train: np.ndarray,
     val: np.ndarray,
     threads: int,
-) -> float:
-    """MAE on fold ``val`` of a candidate fitted on fold ``train`` (runs in a worker)."""
+) -> np.ndarray:
+    """Forecasts of fold ``val`` by a candidate fitted on fold ``train`` (runs in a
+    worker)."""
     with threadpool_limits(limits=threads):
         fitted = clone(model).set_params(**params).fit(X.iloc[train], y.iloc[train])
-        return float(mean_absolute_error(y.iloc[val], fitted.predict(X.iloc[val])))
+        return np.asarray(fitted.predict(X.iloc[val]), dtype=np.float64)
 
 
 def _short(params: dict) -> dict:

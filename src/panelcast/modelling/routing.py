@@ -23,8 +23,14 @@ import pandas as pd
 from ..core.errors import DataError, ModelFileError
 from ..core.io import read_json
 from ..core.periods import SEGMENT_FEATURE, TARGET, T
-from .many import GLOBAL, SKLEARN
-from .statistical import STAT_FAMILIES, FittedStat
+from .many import GLOBAL, SKLEARN, period_grid
+from .statistical import (
+    STAT_FAMILIES,
+    FittedStat,
+    blend,
+    is_statistical,
+    uses_global,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -148,7 +154,8 @@ class Router:
         rows = np.ones(len(frame), dtype=bool) if rows is None else np.asarray(rows, bool)
         out = np.full(len(frame), np.nan)
         fam = self.families(frame[self.segment_column])
-        use_global = rows & (fam == GLOBAL)
+        with_global = np.fromiter((uses_global(f) for f in fam), dtype=bool, count=len(fam))
+        use_global = rows & with_global
         if use_global.any():
             out[use_global] = self.global_model.predict(frame.loc[use_global, columns])
         own_columns = [c for c in columns if c != SEGMENT_FEATURE]
@@ -164,12 +171,14 @@ class Router:
                 model = self.own_models[segment]
                 names = list(getattr(model, "feature_names_in_", own_columns))
                 out[pick] = model.predict(frame.loc[pick, names])
-            elif family in STAT_FAMILIES:
-                out[mine] = self._stat(segment, frame[mine], fit_end, out[mine])
+            elif is_statistical(family):
+                stat = self._stat(segment, frame[mine], fit_end, np.full(mine.sum(), np.nan))
+                out[mine] = blend(family, out[mine], stat)
             else:
                 raise ModelFileError(
                     f"manifest: segment {segment!r} has the unknown family {family!r}; "
-                    f"expected one of {[GLOBAL, SKLEARN, *STAT_FAMILIES]}."
+                    f"expected one of {[GLOBAL, SKLEARN, *STAT_FAMILIES]} or a combination "
+                    f"of global and statistical ones such as 'global+theta'."
                 )
         return out[rows]
 
@@ -189,12 +198,14 @@ class Router:
             )
         first = int(np.argmax(labelled))
         entry = self.entries[segment]
-        fit = (t <= fit_end) & (np.arange(len(t)) >= first)
-        model = FittedStat(entry["family"], entry["candidate"], y[fit], self.season_length)
-        pred, _ = model.one_step(y[first:])
+        # one value per period from the first labelled one (a period without a row: a gap)
+        grid_t, grid_y = period_grid(t[first:], y[first:])
+        fit = grid_t <= fit_end
+        model = FittedStat(entry["family"], entry["candidate"], grid_y[fit], self.season_length)
+        pred, _ = model.one_step(grid_y)
         result = current.copy()
         placed = np.full(len(t), np.nan)
-        placed[first:] = pred
+        placed[first:] = pred[t[first:] - grid_t[0]]
         result[order] = placed
         return result
 

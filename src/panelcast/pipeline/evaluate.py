@@ -1,4 +1,10 @@
-"""Stage evaluate: score the model on the test window against the best rule; apply the gate."""
+"""Stage evaluate: score the model on the test window against the best rule; apply the gate.
+
+The test forecasts also get prediction intervals, each period calibrated on the
+out-of-sample residuals of the periods just before it (sliding-window split-conformal,
+:func:`panelcast.modelling.intervals.rolling_offsets`): the CV fold forecasts of the
+training window, then the test periods already known. Their coverage is reported per level.
+"""
 
 from __future__ import annotations
 
@@ -14,12 +20,24 @@ from ..core.errors import DataError
 from ..core.periods import PERIOD, PREDICTION, TARGET, WINDOW, T
 from ..modelling.evaluation import gain_pct, gate, per_segment, score_rules
 from ..modelling.features import predict_in_chunks
-from ..modelling.many import GLOBAL
+from ..modelling.intervals import (
+    min_residuals,
+    residual_table,
+    rolling_bounds,
+    rolling_coverage,
+    rolling_offsets,
+)
+from ..modelling.many import CV_FORECASTS, GLOBAL
 from ..modelling.metrics import scores
 from ..modelling.model import with_unit
 from ..modelling.routing import Router, route_summary
 
 logger = logging.getLogger(__name__)
+
+#: The forecast column of the train stage's CV fold forecasts (:data:`CV_FORECASTS` in
+#: ``paths.segment_models``: the segment column, ``t``, ``target`` and this column).
+CV_FORECAST = "forecast"
+INTERVAL_METHOD = "sliding-window split-conformal on log residuals"
 
 
 @dataclass(frozen=True)
@@ -43,13 +61,16 @@ def evaluate(
     columns: list[str],
     params: Params,
     baseline_name: str = "metrics/baseline.json",
+    cv_forecasts: pd.DataFrame | None = None,
 ) -> Evaluation:
     """Score ``model`` on the test rows of ``features`` beside the best rule of ``baseline``.
 
     ``model`` is the global model or a :class:`~panelcast.modelling.routing.Router` (each
     segment forecast by its own model, the statistical ones refitted on the training
     window); the scores are also given per segment, with the segments where the model
-    loses to the best rule named.
+    loses to the best rule named. The test forecasts get prediction intervals calibrated
+    on ``cv_forecasts`` (the train stage's :data:`CV_FORECASTS`; none: on the test
+    residuals alone) and the test periods before each (:func:`calibrated_intervals`).
     """
     seg, metric = params.problem.segment_column, params.problem.metric
     missing = [k for k in ("best_rule", "best") if k not in baseline]
@@ -75,6 +96,9 @@ def evaluate(
         one = model.global_model if isinstance(model, Router) else model
         out[PREDICTION] = predict_in_chunks(one, test, columns)
     out[best_rule] = test_rules[best_rule].to_numpy()
+    bounds, intervals, over_time = calibrated_intervals(out, cv_forecasts, params)
+    for column in bounds.columns:
+        out[column] = bounds[column].to_numpy()
     model_scores = scores(out[TARGET], out[PREDICTION])
     gain = gain_pct(model_scores[metric], rule_scores[metric])
     passed, reasons = gate(model_scores, gain, params.evaluate.gate)
@@ -99,6 +123,7 @@ def evaluate(
         # the segments where the best rule beats the model (worth a look, or a rule there)
         "segments_losing_to_rule": losing,
         "per_segment": by_seg.round(4).to_dict(orient="records"),
+        "intervals": intervals,
     }
     if isinstance(model, Router):
         result["strategy"] = model.strategy
@@ -122,7 +147,114 @@ def evaluate(
             ", ".join(losing[:10]),
             ", ..." if len(losing) > 10 else "",
         )
-    return Evaluation(out, result, plot_tables(out, by_seg, seg, best_rule))
+    plots = plot_tables(out, by_seg, seg, best_rule)
+    plots["intervals_over_time.csv"] = over_time
+    return Evaluation(out, result, plots)
+
+
+def cv_residuals(
+    cv_forecasts: pd.DataFrame | None, seg: str, first_test: int, name: str
+) -> pd.DataFrame:
+    """The residual table of the CV fold forecasts (empty when there are none), refused
+    when a column is missing, a row is repeated or reaches into the test window."""
+    if cv_forecasts is None:
+        logger.warning(
+            "no CV fold forecasts (%s): the test-window intervals are calibrated on the "
+            "test residuals alone, so the first test periods have none",
+            name,
+        )
+        return residual_table(np.array([]), np.array([]), np.array([]))
+    need = [seg, T, TARGET, CV_FORECAST]
+    missing = [c for c in need if c not in cv_forecasts.columns]
+    if missing:
+        raise DataError(
+            f"{name}: missing column(s) {missing}, expected {need} (found "
+            f"{list(cv_forecasts.columns)}); rerun `dvc repro train`."
+        )
+    repeated = int(cv_forecasts.duplicated([seg, T]).sum())
+    late = int((cv_forecasts[T] >= first_test).sum())
+    if repeated or late:
+        raise DataError(
+            f"{name}: {repeated} repeated ({seg}, {T}) row(s) and {late} row(s) at or after "
+            f"the first test period (t = {first_test}); the CV folds must forecast each "
+            "training period once; rerun `dvc repro train`."
+        )
+    table = residual_table(cv_forecasts[T], cv_forecasts[TARGET], cv_forecasts[CV_FORECAST])
+    if len(table) < len(cv_forecasts):
+        logger.info(
+            "%s: %d of %d rows have no residual (target or forecast missing)",
+            name,
+            len(cv_forecasts) - len(table),
+            len(cv_forecasts),
+        )
+    return table
+
+
+def calibrated_intervals(
+    out: pd.DataFrame, cv_forecasts: pd.DataFrame | None, params: Params
+) -> tuple[pd.DataFrame, dict, pd.DataFrame]:
+    """Interval bounds of the test forecasts ``out``, their metrics section and the
+    coverage per period (plot data).
+
+    Each test period is calibrated on the residuals of the ``predict.calibration_periods``
+    periods before it: the CV fold forecasts, then the test periods already known; a
+    period with fewer than :func:`~panelcast.modelling.intervals.min_residuals` for a level
+    gets no interval at that level and is not counted in its coverage.
+    """
+    spec, problem = params.predict, params.problem
+    levels, window = list(spec.interval_levels), spec.calibration_periods
+    name = f"{params.paths.segment_models}/{CV_FORECASTS}"
+    t = out[T].to_numpy(dtype=np.int64)
+    cv = cv_residuals(cv_forecasts, problem.segment_column, int(t.min()), name)
+    test = residual_table(t, out[TARGET], out[PREDICTION])
+    table = pd.concat([cv, test], ignore_index=True)
+    offsets = rolling_offsets(table, np.unique(t), window, levels)
+    bounds = rolling_bounds(out[PREDICTION], t, offsets, levels)
+    levels_report = rolling_coverage(out[TARGET], out[PREDICTION], t, offsets, levels)
+    section = {
+        "method": INTERVAL_METHOD,
+        "calibration_periods": window,
+        "min_residuals": {str(level): min_residuals([level]) for level in levels},
+        "residuals": {"cv": len(cv), "test": len(test)},
+        "test_periods": int(len(np.unique(t))),
+        "calibrated_periods": {
+            str(level): sum(level in pairs for pairs in offsets.values()) for level in levels
+        },
+        "levels": levels_report,
+    }
+    unit = problem.unit
+    for level, got in levels_report.items():
+        log = logger.info if got["within_target"] else logger.warning
+        log(
+            "%s%% intervals: coverage %s on %d test rows (nominal %s%%, target +/- %g "
+            "points: %s), mean width %s; %d row(s) without calibration",
+            level,
+            "-" if got["coverage"] is None else f"{100 * got['coverage']:.1f}%",
+            got["n"],
+            level,
+            got["target_points"],
+            "met" if got["within_target"] else "MISSED",
+            with_unit(got["mean_width"], unit, 1),
+            got["uncalibrated"],
+        )
+    return bounds, section, coverage_over_time(out, bounds, levels)
+
+
+def coverage_over_time(out: pd.DataFrame, bounds: pd.DataFrame, levels: list[int]) -> pd.DataFrame:
+    """Per period with an interval: the rows with an actual value (``n``) and the share
+    of them inside each level's interval (empty where the level has no interval)."""
+    actual = out[TARGET].to_numpy(dtype=float)
+    known = np.isfinite(actual)
+    frame = pd.DataFrame({"period": out[PERIOD].to_numpy(), "n": known.astype(np.int64)})
+    for level in levels:
+        lower, upper = bounds[f"lower_{level}"].to_numpy(), bounds[f"upper_{level}"].to_numpy()
+        inside = ((actual >= lower) & (actual <= upper)).astype(float)
+        frame[f"coverage_{level}"] = np.where(known & np.isfinite(lower), inside, np.nan)
+    frame = frame[bounds.notna().any(axis=1).to_numpy()]
+    grouped = frame.groupby("period", sort=True)
+    table = grouped[[f"coverage_{level}" for level in levels]].mean().round(4)
+    table.insert(0, "n", grouped["n"].sum())
+    return table.reset_index()
 
 
 def only_global(router: Router) -> bool:

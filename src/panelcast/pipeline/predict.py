@@ -2,13 +2,14 @@
 
 The deployed global model has the evaluated model's hyperparameters and is refit on every
 labelled period (``predict.refit: all``) or is the evaluated model itself
-(``train_window``). Its intervals are calibrated split-conformally on the last
-``predict.calibration_periods`` of the training window, forecast by a model fitted
-before them; their coverage is measured on the test window with the evaluated model's
-forecasts. Everything the service needs ships with it: the model file, its metadata
-(version, schema, intervals, gate) and the recent history of every segment.
+(``train_window``). Its intervals are calibrated split-conformally on the latest
+``predict.calibration_periods`` periods of out-of-sample residuals of the deployed choice
+(its CV fold forecasts, then its test-window forecasts); the evaluate stage measures the
+same procedure period by period on the test window. Everything the service needs ships
+with it: the model file, its metadata (version, schema, intervals, gate) and the recent
+history of every segment.
 
-With ``train.strategy`` ``per_segment`` or ``best_of``, each segment's own model (the
+With ``train.strategy`` ``per_segment``, ``best_of`` or ``pooled``, each segment's own model (the
 train stage's manifest, :mod:`panelcast.modelling.routing`) is deployed too, into
 ``paths.deployed_segments``: a manifest with the same entries (``global`` ones pointing
 at the deployed global model), the scikit-learn models refit on their segment's
@@ -18,16 +19,15 @@ models their specification, the period their fit ends (``fit_end``) and, in
 (refit on the part up to ``fit_end``; with ``train_window`` the later periods are only
 filtered through the fitted model), so that the service refits them without the
 training data. Those segments are forecast by their own model, and the deployment's
-version then hashes the global model with the deployed manifest. The interval offsets
-stay those of the global model's residuals, applied to every forecast: the intervals of
-a segment with its own model are not calibrated per family (yet).
+version then hashes the global model with the deployed manifest. One set of interval
+offsets serves every segment: the residuals they come from are those of each segment's
+deployed model (pooled over segments, on the log scale).
 """
 
 from __future__ import annotations
 
 import copy
 import hashlib
-import io
 import logging
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -39,14 +39,21 @@ from sklearn.base import clone
 
 from ..core.config import Params
 from ..core.errors import DataError
-from ..core.io import dumps_json
+from ..core.io import dumps_json, parquet_bytes
 from ..core.periods import LEVEL_FEATURE, PERIOD, PREDICTION, SEGMENT_FEATURE, TARGET, WINDOW, T
 from ..modelling.features import next_period_features, period_of
-from ..modelling.intervals import conformal_offsets, coverage, interval, log_residuals
-from ..modelling.many import GLOBAL, SKLEARN, global_manifest, segment_file
+from ..modelling.intervals import interval, latest_offsets, residual_table
+from ..modelling.many import CV_FORECASTS, GLOBAL, SKLEARN, global_manifest, segment_file
 from ..modelling.model import dumps_model, with_unit
 from ..modelling.routing import Router
-from ..modelling.statistical import STAT_FAMILIES, FittedStat
+from ..modelling.statistical import (
+    STAT_FAMILIES,
+    FittedStat,
+    blend,
+    is_statistical,
+    statistical_mask,
+)
+from .evaluate import cv_residuals
 
 logger = logging.getLogger(__name__)
 
@@ -221,9 +228,10 @@ def own_forecasts(
         model = segs.sklearn[name]
         point[mask] = model.predict(rows.loc[mask, list(model.feature_names_in_)])
     target_t = rows[T].to_numpy(dtype=np.int64)
-    for i in np.flatnonzero(known & np.isin(fam, STAT_FAMILIES)):
+    for i in np.flatnonzero(known & statistical_mask(fam)):
         t_new, y_new = (new or {}).get(names[i], (None, None))
-        point[i] = stat_forecast(segs.stat[names[i]], int(target_t[i]) - 1, t_new, y_new)
+        stat = stat_forecast(segs.stat[names[i]], int(target_t[i]) - 1, t_new, y_new)
+        point[i] = blend(fam[i], point[i], stat)
     return point
 
 
@@ -279,18 +287,19 @@ def deploy_segments(
             files[file] = data
             entry.update(file=file, sha256=hashlib.sha256(data).hexdigest(), **ends)
             sklearn_models[name] = model
-        elif family in STAT_FAMILIES:
+        elif is_statistical(family):
             entry.update(file=None, sha256=None, **ends)
             stat_names.append(name)
         else:
             raise DataError(
                 f"{params.paths.segment_models}: segment {name!r} has the unknown family "
-                f"{family!r}; expected one of {[GLOBAL, SKLEARN, *STAT_FAMILIES]}."
+                f"{family!r}; expected one of {[GLOBAL, SKLEARN, *STAT_FAMILIES]} or a "
+                f"combination of global and statistical ones such as 'global+theta'."
             )
     series = stat_series_frame(features, stat_names, seg)
     data = parquet_bytes(series)
     files[SERIES_FILE] = data
-    stat_entries = {str(e["segment"]): e for e in entries if e["family"] in STAT_FAMILIES}
+    stat_entries = {str(e["segment"]): e for e in entries if is_statistical(e["family"])}
     grids = series_grids(series, seg)
     lacking = [name for name in stat_names if name not in grids]
     if lacking:
@@ -339,13 +348,6 @@ def series_grids(series: pd.DataFrame, seg: str) -> dict[str, tuple[int, np.ndar
     return out
 
 
-def parquet_bytes(frame: pd.DataFrame) -> bytes:
-    """``frame`` as Parquet bytes (as :func:`panelcast.core.io.write_parquet` writes it)."""
-    buffer = io.BytesIO()
-    frame.to_parquet(buffer, index=False, compression="zstd")
-    return buffer.getvalue()
-
-
 def deployed_version(model_bytes: bytes, manifest_text: str | None) -> str:
     """The deployment's version: the global model's :func:`model_version`, or, when some
     segment has a model of its own, the hash of the model and the deployed manifest."""
@@ -389,6 +391,54 @@ def forecast_frame(
     return out
 
 
+def deployed_offsets(
+    cv_forecasts: pd.DataFrame | None, test_predictions: pd.DataFrame, params: Params
+) -> tuple[dict[int, tuple[float, float]], dict]:
+    """The interval offsets of the deployed forecasts, and what they were calibrated on.
+
+    The residuals are the deployed choice's latest out-of-sample ones: its CV fold
+    forecasts inside the training window (``cv_forecasts``), then its forecasts of the
+    test window (``test_predictions``); the offsets are those of the last
+    ``predict.calibration_periods`` periods of them (sliding-window split-conformal, as
+    the evaluate stage measures it period by period). Too few residuals for a level: the
+    widest bounds are the extreme residuals, with a warning.
+    """
+    spec, problem = params.predict, params.problem
+    cal = problem.calendar
+    first_test = cal.parse(params.windows.test_start)
+    cv = cv_residuals(cv_forecasts, problem.segment_column, first_test, CV_FORECASTS)
+    test = residual_table(
+        test_predictions[T], test_predictions[TARGET], test_predictions[PREDICTION]
+    )
+    table = pd.concat([cv, test], ignore_index=True).sort_values(T, kind="stable")
+    if table.empty:
+        raise DataError(
+            "the prediction intervals have no residual to calibrate on: no CV fold forecast "
+            f"({CV_FORECASTS}) and no labelled test forecast; expected at least one."
+        )
+    levels = list(spec.interval_levels)
+    try:
+        offsets = latest_offsets(table, spec.calibration_periods, levels)
+    except ValueError as exc:
+        logger.warning("prediction intervals: %s; using the residuals there are", exc)
+        offsets = latest_offsets(table, spec.calibration_periods, levels, minimum=1)
+    last = int(table[T].max())
+    first = last - spec.calibration_periods + 1
+    used = table[table[T] >= first]
+    logger.info(
+        "intervals calibrated on the %d out-of-sample residuals of %s..%s",
+        len(used),
+        cal.format(int(used[T].min())),
+        cal.format(last),
+    )
+    return offsets, {
+        "method": "sliding-window split-conformal on log residuals (latest window)",
+        "start": cal.format(int(used[T].min())),
+        "end": cal.format(last),
+        "residuals": int(len(used)),
+    }
+
+
 def predict(
     table: pd.DataFrame,
     features: pd.DataFrame,
@@ -399,37 +449,21 @@ def predict(
     data_sha256: str,
     params: Params,
     router: Router | None = None,
+    cv_forecasts: pd.DataFrame | None = None,
 ) -> Deployment:
     """Deploy, calibrate and forecast the period after the data for every segment.
 
     ``router`` holds the train stage's segment models (none: every segment is forecast
-    by the global model); each segment is forecast by its deployed model.
+    by the global model); each segment is forecast by its deployed model. The intervals
+    are calibrated on the latest out-of-sample residuals: the train stage's CV fold
+    forecasts ``cv_forecasts`` and the evaluated forecasts of the test window
+    (:func:`deployed_offsets`).
     """
     spec, problem = params.predict, params.problem
     seg, cal, unit = problem.segment_column, problem.calendar, problem.unit
     labelled = features[features[TARGET].notna()]
     train = labelled[labelled[WINDOW] == "train"]
-    # calibration: a model fitted before the last periods of the training window forecasts them
-    cut = int(train[T].max()) - spec.calibration_periods
-    early, late = train[train[T] <= cut], train[train[T] > cut]
-    if early.empty or late.empty:
-        raise DataError(
-            f"params key 'predict.calibration_periods' = {spec.calibration_periods} leaves "
-            f"{len(early)} rows to fit and {len(late)} to calibrate in the training window "
-            f"{params.windows.train_start}..{params.windows.train_end}; make it shorter."
-        )
-    calibrator = clone(evaluated).fit(early[columns], early[TARGET])
-    residuals = log_residuals(late[TARGET].to_numpy(), calibrator.predict(late[columns]))
-    offsets = conformal_offsets(residuals, spec.interval_levels)
-    logger.info(
-        "intervals calibrated on %d residuals of %s..%s",
-        len(residuals),
-        cal.format(cut + 1),
-        cal.format(train[T].max()),
-    )
-    test_cov = coverage(
-        test_predictions[TARGET].to_numpy(), test_predictions[PREDICTION].to_numpy(), offsets
-    )
+    offsets, calibration = deployed_offsets(cv_forecasts, test_predictions, params)
     if spec.refit == "all":
         deployed = clone(evaluated).fit(labelled[columns], labelled[TARGET])
         fitted = labelled
@@ -507,38 +541,21 @@ def predict(
         "forecast_period": cal.format(last + 1),
         "segments": int(len(out)),
         "segments_without_forecast": len(missing),
-        "calibration": {
-            "start": cal.format(cut + 1),
-            "end": cal.format(train[T].max()),
-            "residuals": int(len(residuals)),
-        },
-        "intervals_on_test_window": test_cov,
+        "calibration": calibration,
         "total_forecast": round(float(np.nansum(out[FORECAST])), 3),
     }
     if segs.routed:
-        # per-segment intervals keep the global model's offsets: not calibrated per family
         metrics["segment_models"] = {
             "strategy": segs.manifest["strategy"],
             "families": segs.manifest["families"],
             "fit_end": segs.manifest["fit_end_period"],
         }
         logger.info(
-            "%s: %d of %d segments forecast by their own model %s (intervals: the global "
-            "model's offsets, not calibrated per family)",
+            "%s: %d of %d segments forecast by their own model %s",
             segs.manifest["strategy"],
             len(segs.routes),
             segs.manifest["segments"],
             {k: v for k, v in segs.manifest["families"].items() if k != GLOBAL},
-        )
-    for level, c in test_cov.items():
-        if c["coverage"] is None:
-            logger.info("%s%% interval: no observed target in the test window", level)
-            continue
-        logger.info(
-            "%s%% interval: coverage %.3f on the test window (mean width %s)",
-            level,
-            c["coverage"],
-            with_unit(c["mean_width"], unit, 1),
         )
     logger.info(
         "forecast of %s for %d segment(s): total %s",

@@ -4,6 +4,7 @@ drift reference."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import platform
@@ -16,6 +17,7 @@ import sklearn
 import skops
 
 from ..core.config import Params
+from ..core.io import parquet_bytes
 from ..core.periods import LEVEL_FEATURE, SEGMENT_FEATURE, TARGET, WINDOW, T
 from ..modelling.features import (
     feature_columns,
@@ -25,14 +27,19 @@ from ..modelling.features import (
     take_rows,
 )
 from ..modelling.many import (
+    CV_FORECASTS,
     GLOBAL,
     ChunkConfig,
     SegmentData,
+    SegmentResult,
     build_manifest,
+    candidates_of,
+    choose_pooled,
     chunk_size,
     chunked,
     fit_chunk,
     global_manifest,
+    pooled_scores,
     run_chunks,
 )
 from ..modelling.model import dumps_model, fit_model, model_card, time_folds, with_unit
@@ -150,6 +157,7 @@ def train_on(data: TrainingData, data_sha256: str, params: Params) -> Trained:
         len(cols),
         data.unlabelled,
     )
+    fold = np.full(len(X), np.nan)
     model, report = fit_model(
         X,
         keys[TARGET],
@@ -159,7 +167,12 @@ def train_on(data: TrainingData, data_sha256: str, params: Params) -> Trained:
         LEVEL_FEATURE,
         threads=params.compute.threads,
         calendar=cal,
+        fold_forecasts=fold,
     )
+    # the chosen hyperparameters' forecast of every CV validation row (out of sample)
+    search_cv = pd.DataFrame(
+        {seg: keys[seg].astype(str).to_numpy(), T: keys[T].to_numpy(), "forecast": fold}
+    )[~np.isnan(fold)]
     in_sample = predict_in_chunks(model, X, cols)
     card = model_card(model)
     metadata = {
@@ -219,15 +232,22 @@ def train_on(data: TrainingData, data_sha256: str, params: Params) -> Trained:
         manifest, files = global_manifest(
             data.segments, params.paths.model, metadata["sha256"], cv_mae
         )
+        cv_frame = search_cv.assign(target=keys[TARGET].to_numpy()[~np.isnan(fold)])
     else:
-        results = fit_segment_models(data.table, cols, model, metrics["chosen"], params)
+        results, pooled = fit_segment_models(
+            data.table, cols, model, metrics["chosen"], params, search_cv
+        )
         manifest, files = build_manifest(
             results, params.train.strategy, params.paths.model, metadata["sha256"], cv_mae
         )
+        if pooled:
+            manifest["pooled"] = pooled
+        cv_frame = chosen_cv_forecasts(results, seg)
         metrics["segment_models"] = {
             "strategy": params.train.strategy,
             "families": manifest["families"],
             "backend": params.train.engine.backend,
+            **({"pooled": pooled} if pooled else {}),
         }
         logger.info(
             "%s: %d segments, models by family %s",
@@ -239,14 +259,61 @@ def train_on(data: TrainingData, data_sha256: str, params: Params) -> Trained:
         "strategy": params.train.strategy,
         "families": manifest["families"],
     }
+    cv_frame = (
+        cv_frame[[seg, T, TARGET, "forecast"]]
+        .sort_values([seg, T], kind="stable")
+        .reset_index(drop=True)
+    )
+    metrics["cv_forecasts"] = cv_summary(cv_frame)
+    files = {**files, CV_FORECASTS: parquet_bytes(cv_frame)}
     return Trained(model_bytes, metadata, reference, metrics, manifest, files)
 
 
+def chosen_cv_forecasts(results: list[SegmentResult], seg: str) -> pd.DataFrame:
+    """The fold forecasts of each segment's chosen family (where it has them): the
+    out-of-sample forecasts of the deployed choice inside the training window."""
+    parts = []
+    for r in results:
+        pred = r.cv_preds.get(r.family)
+        if pred is None or r.cv_t is None or not len(r.cv_t):
+            continue
+        parts.append(pd.DataFrame({seg: r.segment, T: r.cv_t, TARGET: r.cv_y, "forecast": pred}))
+    if not parts:
+        return pd.DataFrame({seg: [], T: [], TARGET: [], "forecast": []}).astype(
+            {seg: object, T: np.int64, TARGET: float, "forecast": float}
+        )
+    return pd.concat(parts, ignore_index=True)
+
+
+def cv_summary(frame: pd.DataFrame) -> dict:
+    """The CV scores of the deployed choice over its fold rows (pooled: MAE, WAPE, RMSE)."""
+    if not len(frame):
+        return {"rows": 0}
+    err = frame["forecast"].to_numpy() - frame[TARGET].to_numpy()
+    total = float(np.abs(frame[TARGET].to_numpy()).sum())
+    return {
+        "rows": int(len(frame)),
+        "mae": round(float(np.abs(err).mean()), 4),
+        "wape": round(float(np.abs(err).sum() / total), 6) if total else None,
+        "rmse": round(float(np.sqrt(np.mean(err**2))), 4),
+    }
+
+
 def fit_segment_models(
-    features: pd.DataFrame, cols: list[str], model: object, chosen: dict, params: Params
-) -> list:
+    features: pd.DataFrame,
+    cols: list[str],
+    model: object,
+    chosen: dict,
+    params: Params,
+    search_cv: pd.DataFrame | None = None,
+) -> tuple[list[SegmentResult], dict]:
     """Choose and fit every segment's own model on the training window (strategies
-    ``per_segment`` and ``best_of``), in chunks on the configured engine."""
+    ``per_segment``, ``best_of`` and ``pooled``), in chunks on the configured engine.
+
+    ``search_cv`` (segment, period, forecast) holds the global model's fold forecasts
+    from the search, when it ran; else they are computed here when a candidate needs
+    them. Returns the results and, for ``pooled``, the report of the choice.
+    """
     problem, spec = params.problem, params.train
     seg = problem.segment_column
     window = features[features[WINDOW] == "train"].sort_values([seg, T], kind="stable")
@@ -255,7 +322,10 @@ def fit_segment_models(
     splits = time_folds(t_lab, spec.search.folds, spec.search.fold_periods, problem.calendar)
     fold_starts = tuple(int(t_lab[val].min()) for _, val in splits)
     global_cv = None
-    if spec.strategy == "best_of":
+    if search_cv is not None and len(search_cv):
+        keyed = window[[seg, T]].astype({seg: str}).merge(search_cv, on=[seg, T], how="left")
+        global_cv = pd.Series(keyed["forecast"].to_numpy(), index=window.index)
+    elif spec.strategy in ("best_of", "pooled"):
         global_cv = global_fold_forecasts(window, labelled, cols, model, splits)
     own_cols = [c for c in cols if c != SEGMENT_FEATURE]
     need_x = "sklearn" in spec.per_segment.families
@@ -283,22 +353,86 @@ def fit_segment_models(
         scale=params.features.scale,
         level_feature=LEVEL_FEATURE,
         ets_space=spec.per_segment.ets_space,
+        combinations=spec.per_segment.combinations,
     )
+    candidates = candidates_of(cfg.strategy, cfg.families, cfg.combinations)
     engine = spec.engine
     size = chunk_size(len(data), engine)
     logger.info(
-        "%s: %d segments x %d candidate famil%s, %d time-ordered folds, chunks of %d on %s",
+        "%s: %d segments x %d candidate(s) (%s), %d time-ordered folds, chunks of %d on %s",
         spec.strategy,
         len(data),
-        len(cfg.families) + (spec.strategy == "best_of"),
-        "y" if len(cfg.families) + (spec.strategy == "best_of") == 1 else "ies",
+        len(candidates),
+        ", ".join(candidates),
         len(fold_starts),
         size,
         f"dask ({engine.workers} local workers or the given scheduler)"
         if engine.backend == "dask"
         else f"{engine.n_jobs} local process(es)",
     )
-    return run_chunks(fit_chunk, chunked(data, size), cfg, engine)
+    results = run_chunks(fit_chunk, chunked(data, size), cfg, engine)
+    if spec.strategy != "pooled":
+        return results, {}
+    return pooled_fit(results, data, candidates, cfg, engine)
+
+
+def pooled_fit(
+    results: list[SegmentResult],
+    data: list[SegmentData],
+    candidates: list[str],
+    cfg: ChunkConfig,
+    engine: object,
+) -> tuple[list[SegmentResult], dict]:
+    """The ``pooled`` choice from every segment's fold forecasts, then the chosen family
+    fitted on each segment it could forecast (the others keep the global model)."""
+    scores, scored = pooled_scores(results, candidates, cfg)
+    chosen = choose_pooled(scores)
+    report = {
+        "chosen": chosen,
+        "segments_scored": scored,
+        "cv_mae": {c: None if v is None else round(v, 6) for c, v in scores.items()},
+    }
+    logger.info(
+        "pooled CV MAE over %d segments: %s; chosen: %s",
+        scored,
+        ", ".join(f"{c} {v:.3f}" for c, v in scores.items() if v is not None),
+        chosen,
+    )
+    eligible = {r.segment for r in results if chosen in r.cv_preds}
+    fitted: dict[str, SegmentResult] = {}
+    if chosen != GLOBAL:
+        final_cfg = dataclasses.replace(
+            cfg, strategy="per_segment", families=(chosen,), combinations=False
+        )
+        todo = [d for d in data if d.segment in eligible]
+        if todo:
+            size = chunk_size(len(todo), engine)
+            for r in run_chunks(fit_chunk, chunked(todo, size), final_cfg, engine):
+                fitted[r.segment] = r
+    out = []
+    for r in results:
+        f = fitted.get(r.segment)
+        if f is not None:
+            family, candidate, note, model_bytes = f.family, f.candidate, f.note, f.model_bytes
+        else:
+            family, candidate, model_bytes = GLOBAL, {}, None
+            note = r.note or (
+                f"{chosen} could not forecast this segment's folds: keeps the global model"
+                if chosen != GLOBAL
+                else ""
+            )
+        out.append(
+            dataclasses.replace(
+                r,
+                family=family,
+                candidate=candidate,
+                cv_mae=r.cv.get(family),
+                note=note,
+                model_bytes=model_bytes,
+                cv_preds={k: v for k, v in r.cv_preds.items() if k == family},
+            )
+        )
+    return out, report
 
 
 def global_fold_forecasts(

@@ -51,6 +51,7 @@ from ..data.timeaxis import parse_datetimes, time_index
 from ..modelling.features import period_of, window_features
 from ..modelling.intervals import interval
 from ..modelling.many import GLOBAL, SKLEARN
+from ..modelling.statistical import blend
 from ..pipeline.predict import stat_forecast
 from .compiled import CompiledModel
 
@@ -580,9 +581,9 @@ class FastPath:
                 if value is None:
                     value = stat_forecast(self.own.stat[name], int(last[i]))
                     self.stored_stat[key] = value
-                point[i] = value
             else:
-                point[i] = stat_forecast(self.own.stat[name], int(last[i]), t_new, y_new)
+                value = stat_forecast(self.own.stat[name], int(last[i]), t_new, y_new)
+            point[i] = blend(self.family_of[s], point[i], value)
 
     def forecast(self, rows: RequestRows | None, segments: list[int] | None = None) -> Forecasts:
         return self.forecast_many([self.prepare(rows, segments)])[0]

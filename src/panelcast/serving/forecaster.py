@@ -54,7 +54,7 @@ from ..data.timeaxis import parse_datetimes, time_columns_of, time_index
 from ..modelling.features import next_period_features, period_of
 from ..modelling.many import GLOBAL
 from ..modelling.model import loads_model
-from ..modelling.statistical import STAT_FAMILIES
+from ..modelling.statistical import is_statistical, statistical_mask
 from ..pipeline.predict import (
     SegmentDeployment,
     forecast_frame,
@@ -142,7 +142,7 @@ class Forecaster:
         used = check_compiled(self.fast, self)
         self.fast.forecast(None, [0])
         if self.routed:  # each statistical segment's forecast from its stored series, once
-            stat = [i for i, f in enumerate(self.fast.family_of) if f in STAT_FAMILIES]
+            stat = [i for i, f in enumerate(self.fast.family_of) if is_statistical(f)]
             if stat:
                 self.fast.forecast(None, stat)
         return used
@@ -367,7 +367,7 @@ class Forecaster:
         segments, by segment (what their models filter after the stored series)."""
         seg, problem = self.segment, self.params.problem
         names = rows[seg].astype(str).to_numpy()
-        stat = np.isin(self.segment_models.families(rows[seg]), STAT_FAMILIES)
+        stat = statistical_mask(self.segment_models.families(rows[seg]))
         if not stat.any():
             return {}
         _, t = time_index(rows, problem.time)

@@ -29,7 +29,7 @@ from ..core.periods import TARGET, T
 from ..modelling.many import GLOBAL, SKLEARN
 from ..modelling.model import loads_model
 from ..modelling.routing import MANIFEST, read_verified
-from ..modelling.statistical import STAT_FAMILIES
+from ..modelling.statistical import STAT_FAMILIES, is_statistical
 from ..pipeline.predict import SegmentDeployment, fit_stat, series_grids
 
 logger = logging.getLogger("panelcast.serving")
@@ -65,11 +65,16 @@ def load_segment_models(params: Params, metadata: dict) -> SegmentDeployment | N
         raise ModelFileError(f"{path}: not valid JSON ({exc}).") from None
     entries = manifest.get("models", [])
     families = [GLOBAL, SKLEARN, *STAT_FAMILIES]
-    unknown = sorted({str(e.get("family")) for e in entries} - set(families))
+    unknown = sorted(
+        {str(e.get("family")) for e in entries}
+        - set(families)
+        - {str(e.get("family")) for e in entries if is_statistical(str(e.get("family")))}
+    )
     if unknown:
         raise ModelFileError(
             f"{path}: unknown model famil{'y' if len(unknown) == 1 else 'ies'} {unknown}; "
-            f"expected one of {families} (written by a newer version?)."
+            f"expected one of {families} or a combination such as 'global+theta' "
+            f"(written by a newer version?)."
         )
     stale = [
         e["segment"]
@@ -93,7 +98,7 @@ def load_segment_models(params: Params, metadata: dict) -> SegmentDeployment | N
             file, entry.get("sha256"), f"the model of segment {name!r}", _RESTORE.format(directory)
         )
         sklearn[name] = loads_model(blob, str(file))
-    stat_entries = {str(e["segment"]): e for e in entries if e["family"] in STAT_FAMILIES}
+    stat_entries = {str(e["segment"]): e for e in entries if is_statistical(e["family"])}
     stat = {}
     if stat_entries:
         series = _series(directory, manifest, path, params.problem.segment_column)
