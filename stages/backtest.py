@@ -1,15 +1,25 @@
 """Stage backtest: replay production period by period and compare retraining policies."""
 
+from pathlib import Path
+
 import pandas as pd
 
-from panelcast.core.io import write_bytes, write_csv, write_json
+from panelcast.core.io import read_json, write_bytes, write_csv, write_json
 from panelcast.core.stage import run_stage
-from panelcast.pipeline.backtest import backtest
+from panelcast.modelling.routing import MANIFEST
+from panelcast.pipeline.backtest import backtest, deployed_selection
 
 
 def main(params, args) -> None:
     paths = params.paths
-    result = backtest(pd.read_parquet(paths.features), params)
+    # the selection the train stage deployed: hyperparameters, encoding, segment families
+    files = (
+        str(paths.metric("train")),
+        str(paths.model_metadata),
+        str(Path(paths.segment_models) / MANIFEST),
+    )
+    selection = deployed_selection(*(read_json(f) for f in files), names=files)
+    result = backtest(pd.read_parquet(paths.features), params, selection)
     write_json(paths.metric("backtest"), result.metrics)
     for name, table in result.plots.items():
         write_csv(paths.plot(name), table)

@@ -61,17 +61,20 @@ PATH_FILES = {
     "metrics": "metrics",
     "plots": "plots",
 }
-#: Fast settings for tests: no search, 60 boosting rounds, a gate such a model passes.
+#: Fast settings for tests: the global model alone (no search, 60 boosting rounds), a gate
+#: such a model passes. The mixed bundle (:data:`MIXED`) routes segments to their own.
 FAST = {
+    "train.strategy": "global",
     "train.search.enabled": False,
     "train.hyperparameters.max_iter": 60,
     "evaluate.gate.min_gain_pct": -50.0,
 }
 #: Each segment's own model besides the global one, among cheap families (theta and
-#: seasonal_naive fit in milliseconds; sklearn is the global estimator on one segment).
+#: seasonal_naive fit in milliseconds; sklearn is the global estimator on one segment;
+#: global+theta the mean of the global model and theta).
 MIXED = {
     "train.strategy": "best_of",
-    "train.per_segment": {"families": ["seasonal_naive", "theta", "sklearn"]},
+    "train.per_segment": {"families": ["seasonal_naive", "theta", "sklearn", "global+theta"]},
 }
 
 

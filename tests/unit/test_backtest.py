@@ -16,13 +16,15 @@ from panelcast.core.config import (
     WindowSpec,
     params_from_dict,
 )
+from panelcast.core.errors import DataError, ModelFileError
 from panelcast.core.periods import LEVEL_FEATURE, MONTHLY, TARGET, T
 from panelcast.modelling.features import build_features, feature_columns
-from panelcast.modelling.model import dumps_model, fit_model
+from panelcast.modelling.model import dumps_model, fit_model, model_card
+from panelcast.modelling.statistical import FittedStat, blend, select
 from panelcast.monitoring.backtest import BacktestData, run_backtest, summarise
 from panelcast.monitoring.drift import build_profile, compare
 from panelcast.monitoring.reference import drift_thresholds, monitored_frame, steady_state
-from panelcast.pipeline.backtest import backtest
+from panelcast.pipeline.backtest import Selection, backtest, deployed_selection, replay_data
 from panelcast.production.retrain import plan
 from panelcast.report.figures import backtest_figure, backtest_plot
 
@@ -372,3 +374,162 @@ def test_the_default_figure_is_labelled_from_params(params):
     assert "homes sold" not in str(plot.labels.title)
     texts = [layer.geom.aes_params.get("label") for layer in plot.layers]
     assert "crisis" in texts
+
+
+# --------------------------------------------------------------------------- the deployed selection
+
+
+@pytest.mark.parametrize("family", ["theta", "auto_ets", "seasonal_naive", "global+theta"])
+def test_at_gives_one_step_at_the_positions_asked(family):
+    """FittedStat.at equals one_step at any positions, in-sample and after, bit for bit
+    (gaps included: both clean the whole series)."""
+    rng = np.random.default_rng(3)
+    k = np.arange(84)
+    y = 100 * (1 + 0.3 * np.sin(2 * np.pi * k / 12)) * (1 + 0.01 * k) + rng.normal(0, 3, 84)
+    y[[20, 21, 60]] = np.nan
+    spec = select(family, y[:48], 12)
+    stat = FittedStat(family, spec, y[:48], 12)
+    full, _ = stat.one_step(y)
+    for _ in range(3):
+        pos = np.sort(rng.choice(len(y), 20, replace=False))
+        np.testing.assert_array_equal(stat.at(y, pos), full[pos])
+    np.testing.assert_array_equal(stat.at(y, [0, 47, 48, 61]), full[[0, 47, 48, 61]])
+    short = y[:30]  # a series shorter than the fitted one
+    np.testing.assert_array_equal(stat.at(short, [1, 29]), stat.one_step(short)[0][[1, 29]])
+
+
+ROUTED = {"A": "theta", "B": "global+theta", "C": "theta"}
+HYPER = {"max_iter": 15, "learning_rate": 0.2, "max_leaf_nodes": 7}
+
+
+@pytest.fixture(scope="module")
+def routed(params):
+    """A monthly panel replayed with given hyperparameters and every segment routed to a
+    statistical family: A theta, B global+theta (with a gap after the first cutoff), C
+    theta but labelled from 2003-07 only (too short at the first cutoffs)."""
+    windows = WindowSpec("2000-02", "2003-12", "2004-01", "2005-12")
+    frame, _ = build_features(make_panel(years=6), params.problem, params.features, windows)
+    t = frame[T]
+    frame.loc[(frame["city"] == "C") & (t < MONTHLY.parse("2003-07")), TARGET] = np.nan
+    frame.loc[(frame["city"] == "B") & (t == MONTHLY.parse("2004-06")), TARGET] = np.nan
+    spec = BacktestSpec(
+        first_train_start="2000-01",
+        first_train_end="2003-12",
+        end="2005-12",
+        policies=[PolicySpec("never", "never"), PolicySpec("every_6", "every", 6)],
+        validation_periods=3,
+        drift_window_periods=12,
+        error_window_periods=3,
+        error_factor=1.5,
+        min_periods_between=3,
+        n_jobs=1,
+    )
+    small = params.model_copy(update={"windows": windows, "backtest": spec})
+    models = []
+    for city, family in ROUTED.items():
+        y = frame.loc[(frame["city"] == city) & (t <= MONTHLY.parse("2003-12")), TARGET]
+        y = y.to_numpy(dtype=float)
+        y = y[np.argmax(~np.isnan(y)) :]
+        models.append({"segment": city, "family": family, "candidate": select(family, y, 12)})
+    selection = Selection(HYPER, "native", "pooled", models)
+    return frame, small, selection
+
+
+def _series(frame, city):
+    """Frame positions of ``city`` from its first labelled period, and its target there."""
+    rows = np.flatnonzero((frame["city"] == city).to_numpy())
+    rows = rows[np.argsort(frame[T].to_numpy()[rows], kind="stable")]
+    y = frame[TARGET].to_numpy(dtype=float)[rows]
+    first = int(np.argmax(~np.isnan(y)))
+    return rows[first:], y[first:]
+
+
+def test_the_replay_uses_the_deployed_hyperparameters_and_routes(routed):
+    """Every cutoff's global model has the given hyperparameters; a routed segment gets its
+    specification refitted up to the cutoff, blended as the pipeline does (B has a gap)."""
+    frame, small, selection = routed
+    ctx = replay_data(frame, small, selection)
+    cut = MONTHLY.parse("2003-12")
+    assert not ctx.train.search.enabled
+    assert model_card(ctx.model(cut))["params"].items() >= HYPER.items()
+    t = frame[T].to_numpy()
+    for city in ("A", "B"):
+        rows, y = _series(frame, city)
+        n_fit = int((t[rows] <= cut).sum())
+        family, candidate = ctx.routes[city]
+        stat, _ = FittedStat(family, candidate, y[:n_fit], 12).one_step(y)
+        glob = ctx.predict_global(cut, rows)
+        expected = blend(family, glob, stat)
+        expected = np.where(np.isnan(expected), glob, expected)  # the first period
+        got = ctx.predict(cut, rows)
+        np.testing.assert_array_equal(got, expected)
+        assert not np.array_equal(got, glob)
+    assert ctx.fallbacks == 1  # C, predicted with the same periods, is too short
+
+
+def test_a_too_short_segment_keeps_the_global_forecast(routed):
+    frame, small, selection = routed
+    ctx = replay_data(frame, small, selection)
+    rows, _ = _series(frame, "C")
+    for cut in (MONTHLY.parse("2003-12"), MONTHLY.parse("2005-06")):  # 6 and 24 labelled < 36
+        np.testing.assert_array_equal(ctx.predict(cut, rows), ctx.predict_global(cut, rows))
+    assert ctx.fallbacks == 2
+    lenient = replay_data(
+        frame,
+        small.model_copy(
+            update={
+                "train": small.train.model_copy(
+                    update={
+                        "per_segment": small.train.per_segment.model_copy(
+                            update={"min_train_periods": 6}
+                        )
+                    }
+                )
+            }
+        ),
+        selection,
+    )
+    cut = MONTHLY.parse("2003-12")
+    assert not np.array_equal(lenient.predict(cut, rows), lenient.predict_global(cut, rows))
+    assert lenient.fallbacks == 0
+
+
+def test_the_backtest_reports_the_selection_it_replayed(routed):
+    frame, small, selection = routed
+    result = backtest(frame, small, selection)
+    assert result.metrics["selection"] == {
+        "hyperparameters": HYPER,
+        "segment_encoding": "native",
+        "strategy": "pooled",
+        "families": {"global+theta": 1, "theta": 2},
+        "sklearn_on_global": 0,
+        "fallbacks": result.metrics["selection"]["fallbacks"],
+    }
+    assert result.metrics["selection"]["fallbacks"] >= 1  # C, at the first cutoffs
+    policies = result.metrics["policies"]
+    assert policies["never"]["n"] == policies["every_6"]["n"] > 0
+    plain = backtest(frame, small)  # the configured hyperparameters, every segment global
+    assert plain.metrics["selection"]["families"] == {"global": 3}
+    assert plain.metrics["policies"]["never"]["mae"] != policies["never"]["mae"]
+    assert list(result.plots["backtest_error.csv"].columns) == list(
+        plain.plots["backtest_error.csv"].columns
+    )
+
+
+def test_the_selection_must_come_from_one_train_run():
+    metrics = {"chosen": {"learning_rate": 0.03}, "segment_encoding": "native"}
+    metadata = {"model": {"params": {"learning_rate": 0.06}}, "sha256": "abc"}
+    manifest = {"strategy": "pooled", "models": [{"segment": "A", "family": "theta"}]}
+    with pytest.raises(ModelFileError, match=r"metrics/train.json and models/metadata.json"):
+        deployed_selection(metrics, metadata, manifest)
+    metadata["model"]["params"]["learning_rate"] = 0.03
+    stale = {"models": [{"segment": "A", "family": "global", "sha256": "old"}]}
+    with pytest.raises(ModelFileError, match="sha256 differs"):
+        deployed_selection(metrics, metadata, stale)
+    odd = {"models": [{"segment": "A", "family": "prophet"}]}
+    with pytest.raises(ModelFileError, match="prophet"):
+        deployed_selection(metrics, metadata, odd)
+    with pytest.raises(DataError, match="'chosen'"):
+        deployed_selection({}, metadata, manifest)
+    chosen = deployed_selection(metrics, metadata, manifest)
+    assert chosen.hyperparameters == {"learning_rate": 0.03} and chosen.strategy == "pooled"

@@ -290,6 +290,7 @@ class FittedStat:
                 pred[j] = self._next(y, i)
         return np.clip(pred, 0, None)
 
+
 def _seasonal_naive(y: np.ndarray, m: int) -> tuple[np.ndarray, float]:
     """The value one season earlier (a missing one: the last value before it)."""
     y = pd.Series(np.asarray(y, dtype=np.float64)).ffill().bfill().to_numpy()

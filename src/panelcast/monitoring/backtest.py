@@ -20,6 +20,23 @@ profile. Policies are then replayed one after the other in one process; with
 challenger of the ``every`` policies) are fitted first in that many processes.
 A policy's ``fits`` stays what it would cost in production; :attr:`BacktestData.fitted`
 counts what the backtest really fitted.
+
+**The deployed selection, replayed.** Each cutoff's global model has the hyperparameters
+the train stage deployed, and each segment the manifest routes to a statistical family or
+a combination (``routes``) is forecast by its deployed specification refitted on its
+labelled series up to the cutoff (from its first labelled period), blended with the global
+forecast as the pipeline does (:func:`~panelcast.modelling.statistical.blend`). A segment
+with fewer than ``min_stat_periods`` labelled periods up to a cutoff, or whose refit
+fails, keeps the global forecast for that cutoff (counted in :attr:`BacktestData.fallbacks`);
+so do the positions a statistical model cannot forecast (its series' first period, a
+seasonal naive's first season). The one-step forecasts are those of
+:meth:`~panelcast.modelling.statistical.FittedStat.one_step` over the segment's series
+(past-only), computed only at the positions asked
+(:meth:`~panelcast.modelling.statistical.FittedStat.at`): each forecast after the cutoff
+costs one ``forward`` (about 1 ms), so the routed forecasts are not predicted ahead. The
+drift profile of a champion holds its global model's in-sample predictions, as the train
+stage's reference does; the monitored windows hold the routed forecasts, as the drift
+stage's do.
 """
 
 from __future__ import annotations
@@ -40,6 +57,7 @@ from ..core.periods import LEVEL_FEATURE, PREDICTION, TARGET, Calendar, T
 from ..core.progress import Progress
 from ..modelling.metrics import scores
 from ..modelling.model import fit_model
+from ..modelling.statistical import FittedStat, blend
 from .drift import DriftThresholds, build_profile, compare
 from .reference import monitored_frame, steady_state
 
@@ -106,6 +124,12 @@ class BacktestData:
     thresholds: DriftThresholds
     calendar: Calendar
     threads: int = 1  # thread pools of every fit and prediction (1: same bytes on any machine)
+    #: segment -> (family, specification) of the segments routed to a statistical family or
+    #: a combination; every other segment is forecast by the global model
+    routes: dict[str, tuple[str, dict]] = field(default_factory=dict)
+    season_length: int = 1
+    #: fewer labelled periods up to a cutoff: the segment keeps the global forecast there
+    min_stat_periods: int = 1
 
     def __post_init__(self) -> None:
         self.start = self.calendar.parse(self.spec.first_train_start)
@@ -114,10 +138,19 @@ class BacktestData:
         self._models: dict[int, Any] = {}
         self._wape: dict[int, float] = {}
         self._deployed: dict[int, Deployed] = {}
-        # per cutoff: the model's prediction of every row of the frame (NaN until its
-        # period is predicted) and the periods predicted so far
+        # per cutoff: the global model's prediction of every row of the frame (NaN until
+        # its period is predicted) and the periods predicted so far; the same for the
+        # routed forecasts (the global ones themselves without routes)
+        self._glob: dict[int, np.ndarray] = {}
+        self._glob_periods: dict[int, set[int]] = {}
         self._pred: dict[int, np.ndarray] = {}
         self._pred_periods: dict[int, set[int]] = {}
+        self._series, self._route_of, self._index_in = _routed_series(
+            self.frame, self.segment, self.routes
+        )
+        self._stats: dict[tuple[int, int], FittedStat | None] = {}
+        self.fallbacks = 0  # (cutoff, segment) pairs that kept the global forecast
+        self._fell_back: dict[str, str] = {}  # segment -> why, at its first fallback
         self._drift: dict[tuple[int, int], dict] = {}
         self._present = set(np.unique(self._t).tolist())
         self._fit_opts = (self.scale, LEVEL_FEATURE, self.threads)  # fit_model's last arguments
@@ -128,6 +161,11 @@ class BacktestData:
     def fitted(self) -> int:
         """Distinct models fitted so far (one per training cutoff)."""
         return len(self._models)
+
+    @property
+    def refitted(self) -> int:
+        """Statistical models refitted so far (one per cutoff and routed segment)."""
+        return sum(stat is not None for stat in self._stats.values())
 
     # ----------------------------------------------------------------- rows, by position
 
@@ -168,25 +206,94 @@ class BacktestData:
                 self._models[cut] = model
                 progress.update(k)
 
-    def predict(self, until: int, pos: np.ndarray) -> np.ndarray:
-        """Predictions of :meth:`model` ``(until)`` for the rows at ``pos``.
+    def predict_global(self, until: int, pos: np.ndarray) -> np.ndarray:
+        """Predictions of :meth:`model` ``(until)`` (the global model) for the rows at ``pos``.
 
         Each period is predicted once per model (a row's prediction does not depend on the
         other rows predicted with it), then served from the cache; a period not predicted
         yet is predicted together with the ``PREDICT_AHEAD`` periods after it.
         """
-        done = self._pred_periods.setdefault(until, set())
+        done = self._glob_periods.setdefault(until, set())
         missing = [m for m in np.unique(self._t[pos]).tolist() if m not in done]
         if missing:
             # a champion is asked for one new period at a time: predict the periods after it
             # in the same call (one call per period would cost ~10 ms each in overhead)
             ahead = range(missing[-1] + 1, missing[-1] + 1 + PREDICT_AHEAD)
             missing += [m for m in ahead if m in self._present and m not in done]
-            cache = self._pred.setdefault(until, np.full(len(self.frame), np.nan))
+            cache = self._glob.setdefault(until, np.full(len(self.frame), np.nan))
             new = np.flatnonzero(np.isin(self._t, missing))
             cache[new] = self.model(until).predict(self.frame.iloc[new][self.cols])
             done.update(missing)
+        return self._glob[until][pos]
+
+    def predict(self, until: int, pos: np.ndarray) -> np.ndarray:
+        """The deployed forecasts of cutoff ``until`` for the rows at ``pos``: the global
+        model's, replaced on the routed segments by their statistical model's (blended).
+
+        Memoised per period like :meth:`predict_global`, without the periods ahead: a
+        statistical forecast after the cutoff costs one ``forward`` (about 1 ms) per row.
+        """
+        if not self._series:
+            return self.predict_global(until, pos)
+        done = self._pred_periods.setdefault(until, set())
+        missing = [m for m in np.unique(self._t[pos]).tolist() if m not in done]
+        if missing:
+            cache = self._pred.setdefault(until, np.full(len(self.frame), np.nan))
+            new = np.flatnonzero(np.isin(self._t, missing))
+            cache[new] = self.predict_global(until, new)
+            self._route(until, new, cache)
+            done.update(missing)
         return self._pred[until][pos]
+
+    def _route(self, until: int, rows: np.ndarray, cache: np.ndarray) -> None:
+        """Overwrite ``cache`` at ``rows`` (global forecasts) with the routed segments'
+        blended statistical forecasts of cutoff ``until``, where they have one."""
+        codes = self._route_of[rows]
+        for code in np.unique(codes[codes >= 0]).tolist():
+            mine = rows[codes == code]
+            idx = self._index_in[mine]
+            mine, idx = mine[idx >= 0], idx[idx >= 0]  # rows before the first labelled one
+            stat = self._stat(until, code) if len(mine) else None
+            if stat is None:
+                continue
+            series = self._series[code]
+            blended = blend(series.family, cache[mine], stat.at(series.y, idx))
+            known = ~np.isnan(blended)
+            cache[mine[known]] = blended[known]
+
+    def _stat(self, until: int, code: int) -> FittedStat | None:
+        """The statistical model of routed series ``code`` refitted up to ``until`` (None:
+        too short, or the refit failed; then the segment keeps the global forecast)."""
+        key = (until, code)
+        if key not in self._stats:
+            series = self._series[code]
+            n_fit = int(np.searchsorted(series.t, until, side="right"))
+            n_known = int(np.count_nonzero(~np.isnan(series.y[:n_fit])))
+            stat, why = None, ""
+            if n_known < self.min_stat_periods:
+                why = f"{n_known} labelled period(s) < {self.min_stat_periods}"
+            else:
+                try:
+                    stat = FittedStat(
+                        series.family, series.spec, series.y[:n_fit], self.season_length
+                    )
+                    stat.at(series.y, [n_fit - 1])  # the in-sample pass fails here, if at all
+                except Exception as exc:  # counted and logged: the global forecast stands in
+                    stat, why = None, f"the refit failed ({type(exc).__name__}: {exc})"
+            if stat is None:
+                self.fallbacks += 1
+                if series.name not in self._fell_back:
+                    self._fell_back[series.name] = why
+                    logger.info(
+                        "backtest: segment %r (%s) keeps the global forecast for cutoff %s: "
+                        "%s (logged once per segment)",
+                        series.name,
+                        series.family,
+                        self.calendar.format(until),
+                        why,
+                    )
+            self._stats[key] = stat
+        return self._stats[key]
 
     def validation_wape(self, until: int) -> float:
         """WAPE of a model fitted up to ``until - validation_periods`` on the periods after it."""
@@ -202,7 +309,7 @@ class BacktestData:
         if until not in self._deployed:
             pos = self.positions(self.start, until, known=True)
             rows = self.frame.iloc[pos]
-            pred = self.predict(until, pos)
+            pred = self.predict_global(until, pos)  # as the train stage's reference
             steady = steady_state(rows, self.segment, self.warmup).to_numpy()
             mon, num, cat = monitored_frame(rows[steady], self.cols, pred[steady])
             self._deployed[until] = Deployed(
@@ -239,6 +346,43 @@ class BacktestData:
 def _fit_args(rows: pd.DataFrame, cols: list[str]) -> tuple:
     """Features, target and periods of ``rows``: the data arguments of ``fit_model``."""
     return rows[cols], rows[TARGET], rows[T].to_numpy()
+
+
+@dataclass(frozen=True)
+class RoutedSeries:
+    """A routed segment's series, in period order from its first labelled period."""
+
+    name: str
+    family: str
+    spec: dict
+    t: np.ndarray
+    y: np.ndarray
+
+
+def _routed_series(
+    frame: pd.DataFrame, segment: str, routes: dict[str, tuple[str, dict]]
+) -> tuple[list[RoutedSeries], np.ndarray, np.ndarray]:
+    """The series of the routed segments present in ``frame``, and per row of the frame
+    its series (-1: not routed) and its position in it (-1: before its first label)."""
+    route_of = np.full(len(frame), -1, dtype=np.int64)
+    index_in = np.full(len(frame), -1, dtype=np.int64)
+    series: list[RoutedSeries] = []
+    if not routes or segment not in frame.columns:
+        return series, route_of, index_in
+    names = frame[segment].astype(str).to_numpy()
+    t_all, y_all = frame[T].to_numpy(), frame[TARGET].to_numpy(dtype=np.float64)
+    for name in sorted(set(routes) & set(np.unique(names).tolist())):
+        rows = np.flatnonzero(names == name)
+        rows = rows[np.argsort(t_all[rows], kind="stable")]
+        labelled = np.flatnonzero(~np.isnan(y_all[rows]))
+        if not len(labelled):
+            continue  # never labelled: the global forecast throughout
+        rows = rows[labelled[0] :]
+        family, spec = routes[name]
+        route_of[rows] = len(series)
+        index_in[rows] = np.arange(len(rows))
+        series.append(RoutedSeries(name, family, spec, t_all[rows], y_all[rows]))
+    return series, route_of, index_in
 
 
 # --------------------------------------------------------------------------- the replay
@@ -394,6 +538,14 @@ def run_backtest(ctx: BacktestData) -> list[Replay]:
         len(spec.policies),
         time.perf_counter() - started,
     )
+    if ctx.routes:
+        logger.info(
+            "backtest: %d statistical refit(s) of %d routed segment(s); %d (cutoff, segment) "
+            "pair(s) kept the global forecast",
+            ctx.refitted,
+            len(ctx.routes),
+            ctx.fallbacks,
+        )
     return replays
 
 
