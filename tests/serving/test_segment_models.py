@@ -17,7 +17,7 @@ import pytest
 
 from panelcast.core.errors import ModelFileError
 from panelcast.modelling.intervals import interval
-from panelcast.modelling.statistical import STAT_FAMILIES, FittedStat
+from panelcast.modelling.statistical import STAT_FAMILIES, FittedStat, is_statistical
 
 from .bundle import copy_bundle, env, request, serve_command, serving
 
@@ -78,6 +78,7 @@ def test_the_deployed_manifest_routes_segments_to_several_families(mixed_bundle)
     entries = manifest["models"]
     families = {e["family"] for e in entries}
     assert {"global", "sklearn"} <= families and families & set(STAT_FAMILIES), families
+    assert "global+theta" in families, families  # a combination: the mean of two models
     assert manifest["strategy"] == "best_of" and manifest["segments"] == len(entries) == 46
     assert sum(manifest["families"].values()) == 46
     # the metadata ties the manifest (its sha256) and the deployed global model
@@ -101,7 +102,7 @@ def test_the_deployed_manifest_routes_segments_to_several_families(mixed_bundle)
             assert entry["file"] is None and entry["fit_end_period"] == meta["last_period"]
     # the series of the statistical segments, each from its first labelled period
     series = pd.read_parquet(directory / "series.parquet")
-    stat = sorted(e["segment"] for e in entries if e["family"] in STAT_FAMILIES)
+    stat = sorted(e["segment"] for e in entries if is_statistical(e["family"]))
     assert sorted(series["city"].unique()) == stat
     first = series.groupby("city", sort=True).first()
     assert first["target"].notna().all()

@@ -69,7 +69,6 @@ def test_params_that_fit_the_panel_pass(raw):
             {"train__search__folds": 4},
             "'train.search.folds' x 'train.search.fold_periods' = 4 x 12 periods do not fit",
         ),
-        ({"predict__calibration_periods": 60}, "'predict.calibration_periods' must be less"),
         ({"retrain__test_periods": 80}, "'retrain.test_periods' must be less than"),
         ({"drift__current_start": "2006-01", "drift__current_end": "2006-02"}, "drift.current"),
         ({"backtest__validation_periods": 40}, "'backtest.validation_periods' must be less"),

@@ -702,8 +702,8 @@ class PredictSpec(StrictModel):
     refit: Literal["all", "train_window"]
     # nominal coverage of each prediction interval, in percent
     interval_levels: list[Annotated[int, Field(ge=1, le=99)]] = Field(min_length=1)
-    # periods at the end of the training window whose one-step residuals calibrate the
-    # intervals (split-conformal: a model fitted before them forecasts them)
+    # the latest periods of out-of-sample one-step residuals that calibrate the intervals
+    # (sliding-window split-conformal: the CV folds' forecasts, then the test window's)
     calibration_periods: Positive
 
     @model_validator(mode="after")

@@ -9,7 +9,7 @@ its value and what would fit, instead of failing later inside a model library:
 - the training, test, drift and backtest windows against the span of the data;
 - lags, rolling windows and the level window against the history the training window
   offers;
-- the search folds, the calibration and retrain hold-outs against the training window;
+- the search folds and the retrain hold-out against the training window;
 - the backtest's first training window against its validation and drift windows;
 - ``train.segment_encoding: native`` against the number of segments (HistGradientBoosting
   takes at most ``max_bins`` = 255 categories).
@@ -109,12 +109,6 @@ def data_problems(
             f"window {w.train_start}..{w.train_end}: use at most {max(usable - 1, 1)} "
             f"periods in all (for example folds {fits}), "
             f"got {s.folds} x {s.fold_periods}"
-        )
-    calib = params.predict.calibration_periods
-    if usable >= 1 and calib >= usable:
-        errors.append(
-            f"'predict.calibration_periods' must be less than the {cal.count(usable)} of the "
-            f"training window (a model is fitted on the periods before them), got {calib}"
         )
     hold = params.retrain.test_periods
     if hold >= last - first:
