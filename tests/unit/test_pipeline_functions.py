@@ -403,3 +403,26 @@ def test_baseline_needs_only_the_keys_window_and_target_of_the_features(chain):
     rules, metrics = baseline(table, keys, params)
     pd.testing.assert_frame_equal(rules, chain["rules"], check_exact=True)
     assert metrics == chain["rule_metrics"]
+
+
+def test_the_drift_reference_holds_the_deployed_models_forecasts(chain):
+    """With segments routed to their own models, the drift reference's prediction column
+    profiles those models' in-sample forecasts (the drift stage monitors their forecasts
+    of the current window), every other column the same rows."""
+    params = chain["params"]
+
+    def with_train(**changes):
+        return params.model_copy(update={"train": params.train.model_copy(update=changes)})
+
+    own = with_train(
+        strategy="per_segment",
+        per_segment=params.train.per_segment.model_copy(update={"families": ["seasonal_naive"]}),
+    )
+    routed = train(chain["features"], "0" * 64, own)
+    alone = train(chain["features"], "0" * 64, with_train(strategy="global"))
+    assert set(routed.manifest["families"]) == {"seasonal_naive"}
+    columns = routed.reference["columns"]
+    assert columns.keys() == alone.reference["columns"].keys()
+    assert columns[PREDICTION] != alone.reference["columns"][PREDICTION]
+    same = [c for c in columns if c != PREDICTION and columns[c] == alone.reference["columns"][c]]
+    assert len(same) == len(columns) - 1

@@ -29,6 +29,7 @@ from ..modelling.features import (
 from ..modelling.many import (
     CV_FORECASTS,
     GLOBAL,
+    SKLEARN,
     ChunkConfig,
     SegmentData,
     SegmentResult,
@@ -195,20 +196,7 @@ def train_on(data: TrainingData, data_sha256: str, params: Params) -> Trained:
             "skops": skops.__version__,
         },
     }
-    warmup = max(params.features.lags)
     target = keys[TARGET].to_numpy()
-    steady = np.flatnonzero(steady_state(keys, seg, warmup).to_numpy())
-    monitored, numeric, categorical = monitored_frame(
-        X, cols, in_sample[steady], at=steady, target=target
-    )
-    logger.info(
-        "drift reference: %d training rows past the %d-%s warm-up",
-        len(steady),
-        warmup,
-        cal.unit,
-    )
-    reference = build_profile(monitored, numeric, categorical)
-    del monitored
     train_mae = float(np.abs(in_sample - target).mean())
     metrics = {
         "train_rows": int(len(X)),
@@ -259,6 +247,25 @@ def train_on(data: TrainingData, data_sha256: str, params: Params) -> Trained:
         "strategy": params.train.strategy,
         "families": manifest["families"],
     }
+    # the drift reference holds the deployed models' in-sample forecasts: the drift stage
+    # compares them with the same models' forecasts of the current window
+    deployed_in_sample = in_sample
+    if set(manifest["families"]) - {GLOBAL}:
+        deployed_in_sample = routed_in_sample(data, cols, model, manifest, files, params)
+        deployed_in_sample = np.where(np.isnan(deployed_in_sample), in_sample, deployed_in_sample)
+    warmup = max(params.features.lags)
+    steady = np.flatnonzero(steady_state(keys, seg, warmup).to_numpy())
+    monitored, numeric, categorical = monitored_frame(
+        X, cols, deployed_in_sample[steady], at=steady, target=target
+    )
+    logger.info(
+        "drift reference: %d training rows past the %d-%s warm-up",
+        len(steady),
+        warmup,
+        cal.unit,
+    )
+    reference = build_profile(monitored, numeric, categorical)
+    del monitored
     cv_frame = (
         cv_frame[[seg, T, TARGET, "forecast"]]
         .sort_values([seg, T], kind="stable")
@@ -267,6 +274,32 @@ def train_on(data: TrainingData, data_sha256: str, params: Params) -> Trained:
     metrics["cv_forecasts"] = cv_summary(cv_frame)
     files = {**files, CV_FORECASTS: parquet_bytes(cv_frame)}
     return Trained(model_bytes, metadata, reference, metrics, manifest, files)
+
+
+def routed_in_sample(
+    data: TrainingData,
+    cols: list[str],
+    model: object,
+    manifest: dict,
+    files: dict[str, bytes],
+    params: Params,
+) -> np.ndarray:
+    """Each segment's deployed model's in-sample forecast of every training row of ``data``
+    (in the order of ``data.X``; missing where a model has none, such as a series' first
+    period)."""
+    from ..modelling.model import loads_model
+    from ..modelling.routing import Router
+
+    problem = params.problem
+    own = {
+        str(e["segment"]): loads_model(files[e["file"]], str(e["file"]))
+        for e in manifest["models"]
+        if e["family"] == SKLEARN
+    }
+    router = Router(manifest, model, own, problem.calendar.season_length, problem.segment_column)
+    table = data.table
+    rows = (table[WINDOW] == "train").to_numpy() & table[TARGET].notna().to_numpy()
+    return router.predict(table, cols, rows, fit_end=int(table.loc[rows, T].max()))
 
 
 def chosen_cv_forecasts(results: list[SegmentResult], seg: str) -> pd.DataFrame:
