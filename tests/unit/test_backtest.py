@@ -31,6 +31,22 @@ from panelcast.report.figures import backtest_figure, backtest_plot
 from ..conftest import ROOT, make_panel
 
 
+def small_spec(policies: list[PolicySpec]) -> BacktestSpec:
+    """A backtest of 2004-2005 after a first training window of 2000-2003."""
+    return BacktestSpec(
+        first_train_start="2000-01",
+        first_train_end="2003-12",
+        end="2005-12",
+        policies=policies,
+        validation_periods=3,
+        drift_window_periods=12,
+        error_window_periods=3,
+        error_factor=1.5,
+        min_periods_between=3,
+        n_jobs=1,
+    )
+
+
 @pytest.fixture(scope="module")
 def make_ctx(params):
     """A fresh replay context (fresh memo) on a small panel; ``changes`` edit the spec."""
@@ -40,21 +56,12 @@ def make_ctx(params):
         params.features,
         WindowSpec("2000-02", "2003-12", "2004-01", "2005-12"),
     )
-    spec = BacktestSpec(
-        first_train_start="2000-01",
-        first_train_end="2003-12",
-        end="2005-12",
-        policies=[
+    spec = small_spec(
+        [
             PolicySpec("never", "never"),
             PolicySpec("every_6", "every", 6),
             PolicySpec("on_alarm", "on_alarm"),
-        ],
-        validation_periods=3,
-        drift_window_periods=12,
-        error_window_periods=3,
-        error_factor=1.5,
-        min_periods_between=3,
-        n_jobs=1,
+        ]
     )
     train = params.train.model_copy(
         update={
@@ -412,18 +419,7 @@ def routed(params):
     t = frame[T]
     frame.loc[(frame["city"] == "C") & (t < MONTHLY.parse("2003-07")), TARGET] = np.nan
     frame.loc[(frame["city"] == "B") & (t == MONTHLY.parse("2004-06")), TARGET] = np.nan
-    spec = BacktestSpec(
-        first_train_start="2000-01",
-        first_train_end="2003-12",
-        end="2005-12",
-        policies=[PolicySpec("never", "never"), PolicySpec("every_6", "every", 6)],
-        validation_periods=3,
-        drift_window_periods=12,
-        error_window_periods=3,
-        error_factor=1.5,
-        min_periods_between=3,
-        n_jobs=1,
-    )
+    spec = small_spec([PolicySpec("never", "never"), PolicySpec("every_6", "every", 6)])
     small = params.model_copy(update={"windows": windows, "backtest": spec})
     models = []
     for city, family in ROUTED.items():

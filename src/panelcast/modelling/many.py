@@ -261,19 +261,27 @@ def fit_segment(seg: SegmentData, cfg: ChunkConfig) -> SegmentResult:
         if seg.global_cv is not None and not np.isnan(seg.global_cv[in_folds]).any()
         else {}
     )
-    if n_train < cfg.min_train_periods:
+
+    def keeps_global(scores: dict[str, float | None], note: str) -> SegmentResult:
+        """The result of this segment when it keeps the global model (``note``: why)."""
         return SegmentResult(
             seg.segment,
             GLOBAL,
             {},
             None,
-            {},
+            scores,
             n_train,
-            f"{n_train} labelled training periods < train.per_segment.min_train_periods "
-            f"{cfg.min_train_periods}: keeps the global model",
+            note,
             cv_t=cv_t,
             cv_y=cv_y,
             cv_preds=global_cv,
+        )
+
+    if n_train < cfg.min_train_periods:
+        return keeps_global(
+            {},
+            f"{n_train} labelled training periods < train.per_segment.min_train_periods "
+            f"{cfg.min_train_periods}: keeps the global model",
         )
     candidates = _candidates(cfg)
     pooled = cfg.strategy == "pooled"
@@ -311,36 +319,14 @@ def fit_segment(seg: SegmentData, cfg: ChunkConfig) -> SegmentResult:
     if not ranked and len(candidates) == 1:
         ranked = [(None, 0, candidates[0])]
     if not ranked:
-        return SegmentResult(
-            seg.segment,
-            GLOBAL,
-            {},
-            None,
-            scores,
-            n_train,
-            "no candidate could be scored",
-            cv_t=cv_t,
-            cv_y=cv_y,
-            cv_preds=global_cv,
-        )
+        return keeps_global(scores, "no candidate could be scored")
     best_score, _, family = min(ranked)
     try:
         candidate, model_bytes = _final_fit(family, seg, labelled, cfg)
     except Exception as exc:  # the chosen candidate fails on the whole window: keep global
         note = f"{family} failed on the whole training window ({type(exc).__name__}: {exc})"
         logger.warning("segment %r: %s; it keeps the global model", seg.segment, note)
-        return SegmentResult(
-            seg.segment,
-            GLOBAL,
-            {},
-            None,
-            scores,
-            n_train,
-            note,
-            cv_t=cv_t,
-            cv_y=cv_y,
-            cv_preds=global_cv,
-        )
+        return keeps_global(scores, note)
     chosen_cv = {family: preds[family]} if family in preds else {}
     return SegmentResult(
         seg.segment,
