@@ -161,7 +161,7 @@ def period_grid(t: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """A segment's values on every period from its first row's to its last (missing
     where it has no row): what a statistical model reads, one value per period."""
     t = np.asarray(t, dtype=np.int64)
-    grid_t = np.arange(int(t[0]), int(t[-1]) + 1, dtype=np.int64) if len(t) else t
+    grid_t = np.arange(int(t.min()), int(t.max()) + 1, dtype=np.int64) if len(t) else t
     grid_y = np.full(len(grid_t), np.nan)
     grid_y[t - (grid_t[0] if len(t) else 0)] = y
     return grid_t, grid_y

@@ -43,7 +43,14 @@ from ..core.io import dumps_json, parquet_bytes
 from ..core.periods import LEVEL_FEATURE, PERIOD, PREDICTION, SEGMENT_FEATURE, TARGET, WINDOW, T
 from ..modelling.features import next_period_features, period_of
 from ..modelling.intervals import interval, latest_offsets, residual_table
-from ..modelling.many import CV_FORECASTS, GLOBAL, SKLEARN, global_manifest, segment_file
+from ..modelling.many import (
+    CV_FORECASTS,
+    GLOBAL,
+    SKLEARN,
+    global_manifest,
+    period_grid,
+    segment_file,
+)
 from ..modelling.model import dumps_model, with_unit
 from ..modelling.routing import Router
 from ..modelling.statistical import (
@@ -136,11 +143,9 @@ def series_grid(t: np.ndarray, y: np.ndarray, segment: str) -> tuple[int, np.nda
             f"segment {segment!r}: no labelled period; its statistical model cannot be "
             f"refit (expected at least one observed target)."
         )
-    t0 = int(t[labelled].min())
-    keep = t >= t0
-    out = np.full(int(t[keep].max()) - t0 + 1, np.nan)
-    out[t[keep] - t0] = y[keep]
-    return t0, out
+    keep = t >= int(t[labelled].min())
+    grid_t, out = period_grid(t[keep], y[keep])
+    return int(grid_t[0]), out
 
 
 def fit_stat(entry: dict, t0: int, y: np.ndarray, season_length: int) -> StatSeries:
