@@ -19,6 +19,7 @@ FAMILIES = ["seasonal_naive", "theta", "sklearn"]
 BEST_OF = {
     "train.strategy": "best_of",
     "train.per_segment.families": FAMILIES,
+    "train.per_segment.combinations": False,
     "train.engine.chunk_segments": 8,
 }
 TARGETS = ["evaluate", "drift", "predict"]
