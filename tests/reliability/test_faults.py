@@ -44,6 +44,7 @@ from .helpers import (
 OUTPUTS = {
     "train": [
         "models/model.skops",
+        "models/segments/cv_forecasts.parquet",
         "models/segments/manifest.json",
         "models/metadata.json",
         "models/reference.json",
