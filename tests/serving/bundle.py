@@ -64,6 +64,7 @@ PATH_FILES = {
 #: Fast settings for tests: the global model alone (no search, 60 boosting rounds), a gate
 #: such a model passes. The mixed bundle (:data:`MIXED`) routes segments to their own.
 FAST = {
+    "baseline.statistical": ["theta"],  # AutoARIMA alone costs about 100 s of CPU
     "train.strategy": "global",
     "train.search.enabled": False,
     "train.hyperparameters.max_iter": 60,
