@@ -636,11 +636,23 @@ class DriftSpec(StrictModel):
 
 
 class PolicySpec(StrictModel):
-    """A retraining policy replayed by the backtest."""
+    """A retraining policy, replayed by the backtest and applied by the production cycle.
+
+    - ``never``; ``every``: every ``every_periods`` periods;
+    - ``on_alarm``: when drift or the error alarm fires;
+    - ``on_error`` (cost-aware): when the deployed model's live error over the latest
+      ``backtest.error_window_periods`` exceeds ``backtest.error_factor`` times its
+      validation error, or when the best rule beat it over those periods by more than
+      ``rule_margin_pct`` percent; drift is reported as a reason to look, never to retrain.
+      With ``per_segment``, when the overall error is fine but some segments degraded
+      (the same test per segment), only those segments' own models are refitted.
+    """
 
     name: Name
-    kind: Literal["never", "every", "on_alarm"]
+    kind: Literal["never", "every", "on_alarm", "on_error"]
     every_periods: Annotated[int, Field(ge=0)] = 0
+    rule_margin_pct: float = Field(default=0.0, ge=0)
+    per_segment: bool = False
 
     @model_validator(mode="after")
     def _every(self) -> PolicySpec:
@@ -663,6 +675,9 @@ class BacktestSpec(StrictModel):
     error_factor: float = Field(gt=0)
     min_periods_between: Annotated[int, Field(ge=0)]
     n_jobs: NJobs
+    # promote a challenger only if it also passes evaluate.gate on the validation periods
+    # (WAPE and gain over the best rule), as the production cycle's experiment must
+    gate: bool = False
 
     @model_validator(mode="after")
     def _ordered(self) -> BacktestSpec:
@@ -733,6 +748,19 @@ class RetrainSpec(StrictModel):
     test_periods: Positive
     # part of a DVC experiment name, hence of a git ref
     experiment_prefix: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
+
+
+class CycleSpec(StrictModel):
+    """The production cycle (``panelcast cycle``): ingest each new period, monitor, retrain
+    with the policy ``policy`` (a name of ``backtest.policies``) and redeploy."""
+
+    policy: Name | None = None  # None: the cycle refuses to run until one is named
+    state_dir: Name = "production"  # live errors, audit log, latest forecasts (in git)
+    push: bool = True  # dvc push after a promotion when a DVC remote is configured
+    service_url: Annotated[str, Field(pattern=r"^https?://\S+$")] | None = None
+    # the retrain experiment (the whole pipeline) must end within this many seconds
+    retrain_timeout_s: float = Field(default=7200.0, gt=0)
+    experiment_prefix: str = Field(default="cycle", pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
 
 
 class FilterRule(StrictModel):
@@ -818,6 +846,16 @@ class Params(StrictModel):
     predict: PredictSpec
     serve: ServeSpec
     compute: ComputeSpec
+    cycle: CycleSpec = Field(default_factory=CycleSpec)
+
+    @model_validator(mode="after")
+    def _cycle_policy(self) -> Params:
+        names = [p.name for p in self.backtest.policies]
+        if self.cycle.policy is not None and self.cycle.policy not in names:
+            raise rule_error(
+                ("cycle", "policy"), f"must name one of backtest.policies {names}", self.cycle.policy
+            )
+        return self
 
 
 # --------------------------------------------------------------------------- messages
