@@ -7,6 +7,8 @@
   reads them (``make repro`` runs it first). DVC's own YAML parser expands anchors and
   aliases, so a params.yaml with an alias bomb would exhaust memory inside DVC before any
   stage runs; our loader refuses anchors and aliases at the first one.
+- ``panelcast cycle``: the production cycle (:mod:`panelcast.production.cycle`): a new
+  period of the source scored, monitored, retrained when the policy says so, committed.
 - ``panelcast example NAME [--dir DIR]``: the pipeline on another table, ``examples/NAME``
   (its params.yaml and contract.yaml), in a scratch copy of the repository.
 
@@ -88,6 +90,20 @@ def _example(args: argparse.Namespace) -> None:
         sys.exit(code)
 
 
+def _cycle(args: argparse.Namespace) -> None:
+    from .production.cycle import LOCKED_EXIT, CycleLockedError, run_cycle
+
+    params = load_params(args.params)
+    try:
+        with threadpool_limits(limits=params.compute.threads):
+            outcome = run_cycle(params, Path.cwd())
+    except CycleLockedError as exc:
+        logger.warning("panelcast cycle: %s", exc)
+        sys.exit(LOCKED_EXIT)
+    if outcome.exit_code:
+        sys.exit(outcome.exit_code)
+
+
 def _serve(args: argparse.Namespace) -> None:
     from .serving.server import serve
 
@@ -118,6 +134,15 @@ def parser() -> argparse.ArgumentParser:
         "--params", default=argparse.SUPPRESS, help="parameter file (also accepted here)"
     )
     c.set_defaults(run=_check)
+    y = sub.add_parser(
+        "cycle",
+        help="the production cycle: ingest a new period, monitor, retrain if the policy says "
+        "so, redeploy, report (exit 0: done or nothing new; 2: refused; 75: another cycle runs)",
+    )
+    y.add_argument(
+        "--params", default=argparse.SUPPRESS, help="parameter file (also accepted here)"
+    )
+    y.set_defaults(run=_cycle)
     e = sub.add_parser("example", help="run the pipeline on examples/NAME in a scratch copy")
     e.add_argument("name", nargs="?", help="the example (none: list them)")
     e.add_argument("--dir", help="scratch folder (default build/examples/NAME; must not exist)")

@@ -39,6 +39,7 @@ PROJECT_FILES = (
     "stages",
     "src",
     "scripts",
+    "production/audit.jsonl",
     "Makefile",
 )
 

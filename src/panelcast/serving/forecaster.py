@@ -202,7 +202,7 @@ class Forecaster:
         contract = load_contract(paths.contract, params.problem.calendar)
         _check_schema(metadata, params, contract, str(paths.deployed_metadata))
         segment_models = load_segment_models(params, metadata)
-        state = pd.read_parquet(paths.serving_state)
+        state = pd.read_parquet(current_files(params, metadata)["serving_state"])
         return cls(
             model,
             metadata,
@@ -333,13 +333,22 @@ class Forecaster:
         ]
 
     def forecast(
-        self, rows: pd.DataFrame | None = None, segments: list[str] | None = None
+        self,
+        rows: pd.DataFrame | None = None,
+        segments: list[str] | None = None,
+        checked: bool = False,
     ) -> pd.DataFrame:
-        """Next-period forecasts for the segments of ``rows`` (and ``segments``)."""
+        """Next-period forecasts for the segments of ``rows`` (and ``segments``).
+
+        ``checked``: the rows come from the validated panel (the production cycle), so the
+        request checks are skipped."""
         seg = self.segment
         wanted = set(segments or [])
         if rows is not None and len(rows):
-            rows = self.validate_rows(rows)
+            if not checked:
+                rows = self.validate_rows(rows)
+            elif self.params.problem.single_series and seg not in rows.columns:
+                rows = rows.assign(**{seg: self.params.problem.target})
             wanted |= set(rows[seg].astype(str))
         unknown = sorted(wanted - self.segment_set)
         if unknown:
@@ -374,6 +383,29 @@ class Forecaster:
         t = np.asarray(t, dtype=np.int64)
         y = rows[problem.target].to_numpy(dtype=np.float64)
         return {name: (t[names == name], y[names == name]) for name in pd.unique(names[stat])}
+
+
+def current_files(params: Params, metadata: dict | None = None) -> dict[str, Path]:
+    """The serving state and batch forecasts to serve: the production cycle's
+    (``<cycle.state_dir>/serving_state.parquet`` and ``forecasts.parquet``, written each
+    period) when its ``state.json`` names the deployed model's version, else the predict
+    stage's (``paths.serving_state``, ``paths.forecasts``)."""
+    paths = params.paths
+    own = {"serving_state": Path(paths.serving_state), "forecasts": Path(paths.forecasts)}
+    state_dir = Path(params.cycle.state_dir)
+    cycle = {
+        "serving_state": state_dir / "serving_state.parquet",
+        "forecasts": state_dir / "forecasts.parquet",
+    }
+    if not all(p.is_file() for p in cycle.values()) or not (state_dir / "state.json").is_file():
+        return own
+    try:
+        version = read_json(state_dir / "state.json").get("model_version")
+        if metadata is None:
+            metadata = read_json(paths.deployed_metadata)
+    except (OSError, ValueError):
+        return own
+    return cycle if version == metadata.get("version") else own
 
 
 def _inputs(params: Params) -> list[str]:

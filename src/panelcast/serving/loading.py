@@ -19,7 +19,7 @@ from ..core.config import Params
 from ..modelling.many import SKLEARN
 from ..pipeline.predict import SERIES_FILE
 from .fastpath import FAMILY
-from .forecaster import Forecaster
+from .forecaster import Forecaster, current_files
 from .segments import manifest_path
 
 logger = logging.getLogger("panelcast.serving")
@@ -32,7 +32,16 @@ def file_signature(params: Params) -> tuple:
     folder changes its mtime: a few stats, however many segment models there are)."""
     p = params.paths
     out = []
-    watched = (p.deployed_model, p.deployed_metadata, p.serving_state, p.forecasts)
+    state_dir = Path(params.cycle.state_dir)
+    watched = (
+        p.deployed_model,
+        p.deployed_metadata,
+        p.serving_state,
+        p.forecasts,
+        state_dir / "state.json",
+        state_dir / "serving_state.parquet",
+        state_dir / "forecasts.parquet",
+    )
     segments = Path(p.deployed_segments)
     own = (manifest_path(params), segments / SERIES_FILE, segments, segments / SKLEARN)
     for path in (*watched, *own):
@@ -69,7 +78,7 @@ def load_bundle(params: Params, allow_failed_gate: bool = False) -> Loaded:
     forecaster = Forecaster.load(params, allow_failed_gate=allow_failed_gate)
     compiled = forecaster.warm_up()
     forecasts: dict[str, dict] = {}
-    path = Path(params.paths.forecasts)
+    path = current_files(params, forecaster.metadata)["forecasts"]
     if path.is_file():
         try:
             frame = pd.read_parquet(path)
