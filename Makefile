@@ -7,7 +7,8 @@ BIN := $(VENV)/bin
 export DVC_NO_ANALYTICS := 1
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: setup repro test test-fast lint format metrics-diff pr-diff retrain example clean-venv
+.PHONY: setup repro test test-fast lint format metrics-diff pr-diff retrain example clean-venv \
+	cycle browser plots-template plots-diff
 
 BASE ?= main
 
@@ -27,16 +28,55 @@ repro: $(STAMP)
 	panelcast check
 	dvc repro
 
+# Headless Chromium for the browser tests (tests/integration/test_browser.py): Debian's
+# package, installed when $(CHROMIUM) is missing (as root, which CI is; otherwise it says how,
+# and those tests fail saying so). Checked on every run: a browser installed by hand is not
+# on a new machine, so no stamp file could be trusted here.
+CHROMIUM ?= /usr/bin/chromium
+browser:
+	@if [ -x "$(CHROMIUM)" ]; then \
+		:; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "browser: $(CHROMIUM) missing, installing Debian's chromium"; \
+		export DEBIAN_FRONTEND=noninteractive; \
+		apt-get update -q && apt-get install -y -q --no-install-recommends chromium; \
+	else \
+		echo "browser: $(CHROMIUM) is missing and this is not root: install it with" >&2; \
+		echo "browser:   sudo apt-get update && sudo apt-get install -y --no-install-recommends chromium" >&2; \
+		echo "browser: (the browser tests fail until then)" >&2; \
+	fi
+
+# `dvc plots show/diff` without network: build/plots/template.html inlines Vega, Vega-Lite and
+# Vega-Embed (pinned in package.json / package-lock.json, from npm) in place of DVC's CDN
+# scripts (docs/plots_offline.md). REVS: the revisions to compare (none: workspace vs HEAD).
+PLOTS_TEMPLATE := build/plots/template.html
+NODE_STAMP := node_modules/.panelcast-stamp
+REVS ?=
+
+$(NODE_STAMP): package.json package-lock.json .npmrc
+	npm ci --ignore-scripts --no-audit --no-fund
+	@touch $(NODE_STAMP)
+
+$(PLOTS_TEMPLATE): $(NODE_STAMP) scripts/plots_template.py | $(STAMP)
+	python scripts/plots_template.py --node-modules node_modules --out $(PLOTS_TEMPLATE)
+
+plots-template: $(PLOTS_TEMPLATE)
+
+plots-diff: $(STAMP) $(PLOTS_TEMPLATE)
+	rm -rf build/plots/diff
+	dvc plots diff --html-template $(PLOTS_TEMPLATE) -o build/plots/diff $(REVS)
+	@echo "plots-diff: open build/plots/diff/index.html (no network needed)"
+
 # Tests in parallel processes (pytest-xdist): one per core, at most TEST_WORKERS; the
 # grouping and order are in pyproject.toml and tests/conftest.py. PYTEST_ARGS: extra options.
 TEST_WORKERS ?= 4
 PYTEST_PARALLEL := -n auto --maxprocesses $(TEST_WORKERS) --durations 25
 PYTEST_ARGS ?=
 
-test: $(STAMP)
+test: $(STAMP) browser $(PLOTS_TEMPLATE)
 	pytest $(PYTEST_PARALLEL) $(PYTEST_ARGS)
 
-test-fast: $(STAMP)
+test-fast: $(STAMP) browser $(PLOTS_TEMPLATE)
 	pytest $(PYTEST_PARALLEL) -m "not slow and not s3" $(PYTEST_ARGS)
 
 lint: $(STAMP)
@@ -54,6 +94,10 @@ metrics-diff: pr-diff
 # Act on the drift verdict: retrain as a DVC experiment, promote it only if the gate passes.
 retrain: $(STAMP)
 	python scripts/retrain.py
+
+# One production cycle (`panelcast cycle`).
+cycle: $(STAMP)
+	panelcast cycle
 
 # The pipeline on another table: examples/NAME (its params.yaml and contract.yaml only) in a
 # scratch copy, build/examples/NAME (removed first). `make example` lists the examples.
