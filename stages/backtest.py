@@ -9,6 +9,9 @@ from panelcast.core.stage import run_stage
 from panelcast.modelling.routing import MANIFEST
 from panelcast.pipeline.backtest import backtest, deployed_selection
 
+#: Per policy, the CPU seconds of the fits it used (gitignored, not a DVC output).
+COSTS = Path("logs") / "backtest_costs.json"
+
 
 def main(params, args) -> None:
     paths = params.paths
@@ -24,6 +27,8 @@ def main(params, args) -> None:
     for name, table in result.plots.items():
         write_csv(paths.plot(name), table)
     write_bytes(paths.plot("backtest.png"), result.figure_png)
+    # CPU seconds are a measurement: outside the DVC outputs, which are byte-reproducible
+    write_json(COSTS, result.costs)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ import yaml
 
 from panelcast.core.config import (
     BacktestSpec,
+    GateSpec,
     NamedPeriod,
     Params,
     PolicySpec,
@@ -21,7 +22,7 @@ from panelcast.core.periods import LEVEL_FEATURE, MONTHLY, TARGET, T
 from panelcast.modelling.features import build_features, feature_columns
 from panelcast.modelling.model import dumps_model, fit_model, model_card
 from panelcast.modelling.statistical import FittedStat, blend, select
-from panelcast.monitoring.backtest import BacktestData, run_backtest, summarise
+from panelcast.monitoring.backtest import BacktestData, costs, run_backtest, summarise
 from panelcast.monitoring.drift import build_profile, compare
 from panelcast.monitoring.reference import drift_thresholds, monitored_frame, steady_state
 from panelcast.pipeline.backtest import Selection, backtest, deployed_selection, replay_data
@@ -70,17 +71,18 @@ def make_ctx(params):
         }
     )
 
-    def make(**changes):
+    def make(data=None, **changes):
         return BacktestData(
             frame,
             feature_columns(frame, params.problem),
             "city",
             24,
             spec.model_copy(update=changes),
-            train,
+            (data or {}).pop("train", train),
             "log_ratio",
             drift_thresholds(params.drift),
             MONTHLY,
+            **(data or {}),
         )
 
     return make
@@ -253,6 +255,7 @@ def quarterly_params(named_periods: list[dict], single: bool = False) -> Params:
             {"name": "never", "kind": "never"},
             {"name": "every_4", "kind": "every", "every_periods": 4},
             {"name": "on_alarm", "kind": "on_alarm"},
+            {"name": "on_error", "kind": "on_error", "per_segment": True},
         ],
         validation_periods=2,
         drift_window_periods=4,
@@ -290,7 +293,13 @@ def test_a_quarterly_backtest_reports_its_named_period(quarterly):
         assert all(p[4:6] == "-Q" for p in s["drift_periods"] + s["error_alarm_periods"])
     assert metrics["policies"]["every_4"]["retrains"] == 4  # every 4 quarters over 4 years
     error = result.plots["backtest_error.csv"]
-    assert list(error.columns) == ["period", "every_4_mae", "never_mae", "on_alarm_mae"]
+    assert list(error.columns) == [
+        "period",
+        "every_4_mae",
+        "never_mae",
+        "on_alarm_mae",
+        "on_error_mae",
+    ]
     assert error["period"].tolist() == [
         f"{y}-Q{q}" for y in range(2006, 2010) for q in (1, 2, 3, 4)
     ]
@@ -529,3 +538,128 @@ def test_the_selection_must_come_from_one_train_run():
         deployed_selection({}, metadata, manifest)
     chosen = deployed_selection(metrics, metadata, manifest)
     assert chosen.hyperparameters == {"learning_rate": 0.03} and chosen.strategy == "pooled"
+
+
+# ----------------------------------------------------------------- on_error, the gate, costs
+
+RULES = ("seasonal_naive", "last_value", "segment_month_mean", "drift_naive")
+ON_ERROR = PolicySpec("on_error", "on_error", per_segment=True)
+
+
+def test_the_rules_read_the_target_on_the_grid(make_ctx):
+    ctx = make_ctx({"rules": RULES})
+    preds = ctx.rule_predictions(MONTHLY.parse("2003-12"))
+    t, y = ctx.frame[T].to_numpy(), ctx.frame[TARGET].to_numpy()
+    a = np.flatnonzero((ctx.frame["city"] == "A").to_numpy())
+    a = a[np.argsort(t[a])]
+    np.testing.assert_array_equal(preds["seasonal_naive"][a][12:], y[a][:-12])
+    np.testing.assert_array_equal(preds["last_value"][a][1:], y[a][:-1])
+    rule, mae = ctx.best_rule(MONTHLY.parse("2004-06"))
+    assert rule in RULES and mae > 0
+
+
+def test_the_gate_refuses_a_challenger_that_loses_to_the_rule(make_ctx, params):
+    weak = params.train.model_copy(
+        update={
+            "hyperparameters": {"max_iter": 1, "learning_rate": 0.01},
+            "search": params.train.search.model_copy(update={"enabled": False}),
+        }
+    )
+    ctx = make_ctx(
+        {"rules": RULES, "gate": GateSpec(max_wape=1.0, min_gain_pct=0.0), "train": weak}
+    )
+    until = MONTHLY.parse("2004-06")
+    model = ctx.validation_scores(until)
+    rule, rule_mae = ctx.best_rule(until)
+    assert model["mae"] > rule_mae  # one tree of learning rate 0.01 loses to the rule
+    passed, reasons = ctx.passes_gate(until)
+    assert not passed and rule in reasons[0] and "best rule" in reasons[0]
+    strong = make_ctx({"rules": RULES, "gate": GateSpec(max_wape=1.0, min_gain_pct=-1e9)})
+    assert strong.passes_gate(until) == (True, [])
+
+
+def test_an_impossible_gate_refuses_every_better_challenger(make_ctx, replays):
+    out, _, _ = replays
+    free = {r.policy: r for r in out}
+    impossible = make_ctx(
+        {"rules": RULES, "gate": GateSpec(max_wape=1.0, min_gain_pct=1e9)}, gate=True
+    )
+    gated = {r.policy: r for r in run_backtest(impossible)}
+    for name in ("every_6", "on_alarm"):
+        r = gated[name]
+        assert not any(e["promoted"] for e in r.events)
+        assert r.fits == 2 + len(r.events)
+        assert r.gate_refused == sum(e.get("gate_refused", False) for e in r.events)
+    assert free["every_6"].events[0]["promoted"]  # the first challenger was better live ...
+    assert gated["every_6"].events[0]["gate_refused"]  # ... and refused here
+    anything = make_ctx(
+        {"rules": RULES, "gate": GateSpec(max_wape=10.0, min_gain_pct=-1e9)}, gate=True
+    )
+    for r in run_backtest(anything):  # a gate every model passes changes nothing
+        assert (r.periods, r.events, r.fits, r.gate_refused) == (
+            free[r.policy].periods,
+            free[r.policy].events,
+            free[r.policy].fits,
+            0,
+        )
+
+
+def test_gate_needs_its_spec_and_rules(make_ctx):
+    with pytest.raises(ValueError, match="backtest.gate is true"):
+        make_ctx(gate=True)
+
+
+def test_on_error_replays_with_costs_in_cpu_seconds(make_ctx):
+    ctx = make_ctx({"rules": RULES}, policies=[PolicySpec("never", "never"), ON_ERROR])
+    never, on_error = run_backtest(ctx)
+    cooldown = ctx.spec.min_periods_between
+    retrains = [MONTHLY.parse(e["period"]) for e in on_error.events]
+    assert all(b - a >= cooldown for a, b in zip(retrains, retrains[1:], strict=False))
+    assert all(e["trigger"] in ("error", "rules") for e in on_error.events)
+    assert on_error.fits == 2 + len(retrains) + sum(e["promoted"] for e in on_error.events)
+    assert on_error.segment_refits == 0  # no segment is routed here
+    assert never.cpu_s > 0 and on_error.cpu_s >= never.cpu_s
+    summary = summarise([never, on_error], MONTHLY)
+    assert summary["on_error"]["segment_refits"] == 0 and "cpu_s" not in summary["on_error"]
+    cost = costs([never, on_error], ctx)
+    assert cost["policies"]["never"]["cpu_s"] > 0 and cost["policies"]["never"]["fits"] == 2
+    assert cost["distinct_fits"]["global"]["count"] == ctx.fitted
+
+
+def test_a_segment_refit_changes_only_that_segment(routed):
+    frame, small, selection = routed
+    ctx = replay_data(frame, small, selection)
+    cut, later = MONTHLY.parse("2003-12"), MONTHLY.parse("2005-03")
+    code = ctx.segment_code("A")
+    pos = ctx.positions(MONTHLY.parse("2004-01"), MONTHLY.parse("2005-12"))
+    plain = ctx.predict(cut, pos)
+    refitted = ctx.predict(cut, pos, ((code, later),))
+    is_a = (frame["city"].to_numpy()[pos]) == "A"
+    np.testing.assert_array_equal(refitted[~is_a], plain[~is_a])  # B, C and the global model
+    assert not np.array_equal(refitted[is_a], plain[is_a])
+    rows, y = _series(frame, "A")
+    n_fit = int((frame[T].to_numpy()[rows] <= later).sum())
+    family, candidate = ctx.routes["A"]
+    stat, _ = FittedStat(family, candidate, y[:n_fit], 12).one_step(y)
+    glob = ctx.predict_global(cut, rows)
+    expected = blend(family, glob, stat)
+    expected = np.where(np.isnan(expected), glob, expected)
+    np.testing.assert_array_equal(ctx.predict(cut, rows, ((code, later),)), expected)
+    assert ("stat", later, code) in ctx.cpu and ctx.cpu["stat", later, code] > 0
+
+
+def test_on_error_refits_degraded_segments_alone(routed):
+    """With a tiny error factor every segment degrades: between full retrains held back
+    after a kept challenger, the routed segments are refitted alone and counted apart."""
+    frame, small, selection = routed
+    spec = small.backtest.model_copy(
+        update={"policies": [ON_ERROR], "error_factor": 1e-6, "gate": False}
+    )
+    result = backtest(frame, small.model_copy(update={"backtest": spec}), selection)
+    s = result.metrics["policies"]["on_error"]
+    assert s["segment_refits"] == sum(len(e["segments"]) for e in s["segment_events"]) > 0
+    assert {n for e in s["segment_events"] for n in e["segments"]} <= set(ROUTED)
+    assert all(e["trigger"] == "segments" for e in s["segment_events"])
+    assert s["fits"] == 2 + s["retrains"] + s["promotions"]
+    assert result.costs["policies"]["on_error"]["cpu_s"] > 0
+    assert "cpu_s" not in result.metrics["policies"]["on_error"]

@@ -34,6 +34,7 @@ from ..modelling.statistical import STAT_FAMILIES, is_statistical
 from ..monitoring.backtest import (
     RECORD_COLUMNS,
     BacktestData,
+    costs,
     replayed_periods,
     run_backtest,
     summarise,
@@ -46,11 +47,13 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Backtest:
-    """The backtest's metrics, plot tables and figure."""
+    """The backtest's metrics, plot tables and figure, and the CPU its policies' fits cost
+    (``costs``: a measurement, kept out of the reproducible metrics)."""
 
     metrics: dict
     plots: dict[str, pd.DataFrame]
     figure_png: bytes
+    costs: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -133,7 +136,9 @@ def backtest(
     it, the configured ``train.hyperparameters`` on every segment. The metrics hold, per
     policy, the pooled error overall and in each of ``problem.named_periods``
     (``<name>_mae``...), and the ``selection`` replayed; the plot tables have one row per
-    replayed period (column ``period``).
+    replayed period (column ``period``). The challengers are gated by ``evaluate.gate``
+    against ``baseline.rules`` when ``backtest.gate`` is true; ``costs`` holds the CPU
+    seconds of each policy's fits (a measurement, not in the metrics).
     """
     spec, problem = params.backtest, params.problem
     cal = problem.calendar
@@ -162,6 +167,7 @@ def backtest(
         )
     replays = run_backtest(ctx)
     summary = summarise(replays, cal, problem.named_periods)
+    cost = costs(replays, ctx)
     periods = pd.DataFrame(
         [row for r in replays for row in r.periods], columns=list(RECORD_COLUMNS)
     )
@@ -194,12 +200,16 @@ def backtest(
             for p in problem.named_periods
         )
         logger.info(
-            "policy %-10s MAE %7s%s  retrains %3d  fits %3d",
+            "policy %-10s MAE %7s%s  retrains %3d  fits %3d  segment refits %3d  "
+            "gate refused %2d  %.1f s of CPU",
             name,
             with_unit(s["mae"], problem.unit),
             named,
             s["retrains"],
             s["fits"],
+            s["segment_refits"],
+            s["gate_refused"],
+            cost["policies"][name]["cpu_s"],
         )
     return Backtest(
         result,
@@ -208,6 +218,7 @@ def backtest(
             "backtest_drift.csv": effects,
         },
         backtest_figure(periods, problem),
+        cost,
     )
 
 
@@ -233,6 +244,8 @@ def replay_data(
         routes=routes,
         season_length=problem.calendar.season_length,
         min_stat_periods=params.train.per_segment.min_train_periods,
+        rules=tuple(params.baseline.rules),
+        gate=params.evaluate.gate,
     )
 
 

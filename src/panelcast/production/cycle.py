@@ -69,6 +69,7 @@ from ..core.periods import T
 from ..modelling.features import period_of
 from ..modelling.metrics import scores
 from ..modelling.rules import predict_rules
+from ..modelling.statistical import is_statistical
 
 logger = logging.getLogger(__name__)
 
@@ -326,15 +327,16 @@ def _cycle(ctx: Context) -> Outcome:
         state["last_retrain"] = period
         if retrain["promoted"]:
             params = _reload_params(ctx)
+            state["kept_in_a_row"] = 0
+            state["segment_refits"] = {}  # the new deployment refits every segment
+        else:
+            state["kept_in_a_row"] = int(state.get("kept_in_a_row", 0)) + 1
     elif decision.segments:
-        # the deployment's statistical segment models already re-estimate their state on
-        # every new value; refitting their specification is done by the next retrain
-        logger.info(
-            "per-segment refit of %d segment(s) is recorded; the cycle defers it to the next "
-            "full retrain: %s",
-            len(decision.segments),
-            ", ".join(decision.segments[:10]),
-        )
+        with ctx.step("refit_segments"):
+            _refit_segments(ctx, table, t, period, decision.segments, champion.version)
+        refits = dict(state.get("segment_refits", {}))
+        refits.update({name: cal.format(period) for name in decision.segments})
+        state["segment_refits"] = refits
     with ctx.step("forecast"):
         deployed = Forecaster.load(params, allow_failed_gate=True)
         forecasts, serving_state = _next_forecasts(ctx, deployed, table, t, period)
@@ -383,7 +385,7 @@ def _read_state(ctx: Context) -> dict:
         }
     metadata = read_json(ctx.root / ctx.params.paths.deployed_metadata)
     last = cal.parse(metadata["last_period"])
-    return {"last_period": last, "last_retrain": last}
+    return {"last_period": last, "last_retrain": last, "kept_in_a_row": 0, "segment_refits": {}}
 
 
 def _collect(params: Params, root: Path) -> tuple[pd.DataFrame, dict]:
@@ -498,6 +500,50 @@ def _rule_forecasts(ctx: Context, table: pd.DataFrame, t: np.ndarray, rule: str)
     return pd.DataFrame({seg: grid[seg], "t": t, "rule_forecast": out[rule].to_numpy()})
 
 
+def _refit_segments(
+    ctx: Context,
+    table: pd.DataFrame,
+    t: np.ndarray,
+    period: int,
+    segments: tuple[str, ...],
+    version: str,
+) -> None:
+    """Refit the statistical models of ``segments`` alone, on their series up to
+    ``period``: their series are stored for the deployed version
+    (:data:`~panelcast.serving.segments.CYCLE_SERIES`), which the forecaster and the
+    service refit them on; the global model and the other segments stay as deployed."""
+    from ..core.periods import TARGET
+    from ..pipeline.predict import stat_series_frame
+    from ..serving.segments import CYCLE_SERIES
+
+    params = ctx.params
+    seg = params.problem.segment_column
+    upto = t <= period
+    frame = pd.DataFrame(
+        {
+            seg: table.loc[upto, seg].astype(str).to_numpy(),
+            T: t[upto],
+            TARGET: table.loc[upto, params.problem.target].to_numpy(dtype=float),
+        }
+    )
+    series = stat_series_frame(frame, list(segments), seg)
+    series["model_version"] = version
+    series["refit_period"] = params.problem.calendar.format(period)
+    path = ctx.state.root / CYCLE_SERIES
+    if path.is_file():
+        old = pd.read_parquet(path)
+        old = old[(old["model_version"] == version) & ~old[seg].isin(list(segments))]
+        series = pd.concat([old, series], ignore_index=True)
+    series = series.sort_values([seg, T], kind="stable").reset_index(drop=True)
+    write_parquet(path, series)
+    logger.info(
+        "refitted %d segment model(s) alone on their series up to %s: %s",
+        len(segments),
+        params.problem.calendar.format(period),
+        ", ".join(segments[:10]) + (" ..." if len(segments) > 10 else ""),
+    )
+
+
 def _append_live(ctx: Context, new: pd.DataFrame) -> pd.DataFrame:
     path = ctx.state.live
     old = pd.read_parquet(path) if path.is_file() else None
@@ -554,6 +600,10 @@ def _monitors(
         segment_rule_window_wape=seg_rule,
         segment_validation_wape=seg_val,
         routed_segments=frozenset(_routed(ctx)),
+        kept_in_a_row=int(state.get("kept_in_a_row", 0)),
+        segment_since_refit={
+            name: period - cal.parse(when) for name, when in state.get("segment_refits", {}).items()
+        },
     )
     summary = {
         "n": int(len(current)),
@@ -592,7 +642,7 @@ def _routed(ctx: Context) -> list[str]:
     return [
         str(e["segment"])
         for e in manifest.get("models", [])
-        if isinstance(e, dict) and e.get("family", "global") != "global"
+        if isinstance(e, dict) and is_statistical(str(e.get("family", "global")))
     ]
 
 

@@ -41,6 +41,7 @@ def file_signature(params: Params) -> tuple:
         state_dir / "state.json",
         state_dir / "serving_state.parquet",
         state_dir / "forecasts.parquet",
+        state_dir / "segment_series.parquet",
     )
     segments = Path(p.deployed_segments)
     own = (manifest_path(params), segments / SERIES_FILE, segments, segments / SKLEARN)

@@ -109,6 +109,10 @@ def load_segment_models(params: Params, metadata: dict) -> SegmentDeployment | N
                 f"{directory / manifest['series']['file']}: no series for the statistical "
                 f"segment(s) {lacking[:5]}; expected one per statistical entry of {path}."
             )
+        refitted = cycle_refits(params, metadata)
+        for name, grid in series_grids(refitted, params.problem.segment_column).items():
+            if name in stat_entries:  # refitted alone by the production cycle
+                grids[name] = grid
         season_length = params.problem.calendar.season_length
         stat = {
             name: fit_stat(entry, *grids[name], season_length)
@@ -121,6 +125,35 @@ def load_segment_models(params: Params, metadata: dict) -> SegmentDeployment | N
             ", ".join(f"{k} {v}" for k, v in manifest.get("families", {}).items()),
         )
     return SegmentDeployment(manifest, {}, sklearn, stat)
+
+
+#: The production cycle's per-segment refits: each refitted segment's series up to its
+#: refit period, for the deployed model version it applies to (``cycle.state_dir``).
+CYCLE_SERIES = "segment_series.parquet"
+
+
+def cycle_refits(params: Params, metadata: dict) -> pd.DataFrame:
+    """The series the production cycle refitted segments on, for the deployed version
+    (segment, ``t``, ``target``; empty when there are none). A statistical segment
+    model refitted alone is its deployed specification fitted on its series up to the
+    period the cycle refitted it at; newer values are filtered through it as usual."""
+    seg = params.problem.segment_column
+    empty = pd.DataFrame(
+        {seg: pd.Series(dtype=str), T: pd.Series(dtype="int64"), TARGET: pd.Series(dtype="float64")}
+    )
+    path = Path(params.cycle.state_dir) / CYCLE_SERIES
+    if not path.is_file():
+        return empty
+    frame = pd.read_parquet(path)
+    frame = frame[frame["model_version"] == metadata.get("version")]
+    if frame.empty:
+        return empty
+    logger.info(
+        "%d segment model(s) refitted alone by the production cycle (%s)",
+        frame[seg].nunique(),
+        path,
+    )
+    return frame[[seg, T, TARGET]].reset_index(drop=True)
 
 
 #: How to get a deployed file back (formatted with the directory).
