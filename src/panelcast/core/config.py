@@ -853,7 +853,9 @@ class Params(StrictModel):
         names = [p.name for p in self.backtest.policies]
         if self.cycle.policy is not None and self.cycle.policy not in names:
             raise rule_error(
-                ("cycle", "policy"), f"must name one of backtest.policies {names}", self.cycle.policy
+                ("cycle", "policy"),
+                f"must name one of backtest.policies {names}",
+                self.cycle.policy,
             )
         return self
 
