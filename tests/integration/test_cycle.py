@@ -244,6 +244,9 @@ def repo_at_start(repo: Path) -> Path:
     start = run(["git", "log", "--format=%H", "--grep", "^cycle ", "--invert-grep", "-1"], repo)
     dest = repo.parent / "at-start"
     run(["git", "worktree", "add", "-q", "--detach", str(dest), start.stdout.strip()], repo)
+    local = repo / ".dvc" / "config.local"  # the DVC cache it shares (git-ignored)
+    if local.is_file():
+        (dest / ".dvc" / "config.local").write_bytes(local.read_bytes())
     run(["dvc", "checkout", "--quiet"], dest)
     return dest
 

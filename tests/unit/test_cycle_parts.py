@@ -122,3 +122,44 @@ def test_the_service_reads_the_cycle_files_only_for_the_deployed_version(
     assert cycle["serving_state"] == Path(params.cycle.state_dir) / "serving_state.parquet"
     # a deployment newer than the cycle's files (a promotion by hand): its own files
     assert current_files(params, {"version": "v2"}) == own
+
+
+def test_the_cycle_asks_the_service_to_reload(params, tmp_path):
+    """A real HTTP server on loopback receives ``POST /admin/reload``; a service that does
+    not answer is a warning, not a failed cycle."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    from panelcast.production.cycle import Context, StatePaths, _reload_service
+
+    seen = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 (http.server's name)
+            seen.append(self.path)
+            body = b'{"reloaded": true, "model_version": "v2"}'
+            self.send_response(200)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        live = params.model_copy(
+            update={"cycle": params.cycle.model_copy(update={"service_url": url})}
+        )
+        policy = params.backtest.policies[0]
+        _reload_service(Context(live, tmp_path, policy, StatePaths(tmp_path)))
+        assert seen == ["/admin/reload"]
+    finally:
+        server.shutdown()
+        server.server_close()
+    # nobody listens there any more: logged, not raised
+    _reload_service(Context(live, tmp_path, policy, StatePaths(tmp_path)))

@@ -7,21 +7,12 @@ import pytest
 from panelcast.core.config import BacktestSpec, PolicySpec
 from panelcast.monitoring.policy import MAX_BACKOFF, Decision, Observation, backoff, decide
 
+from .test_backtest import small_spec
+
 
 @pytest.fixture(scope="module")
 def spec() -> BacktestSpec:
-    return BacktestSpec(
-        first_train_start="2000-01",
-        first_train_end="2003-12",
-        end="2005-12",
-        policies=[PolicySpec("never", "never")],
-        validation_periods=3,
-        drift_window_periods=12,
-        error_window_periods=3,
-        error_factor=1.5,
-        min_periods_between=3,
-        n_jobs=1,
-    )
+    return small_spec([PolicySpec("never", "never")])
 
 
 #: A quiet period: the live error at the validation error, the rule worse, no drift.
