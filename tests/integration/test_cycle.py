@@ -262,7 +262,7 @@ KILL_AT = [
     ("monitor", 0.0),
     ("decide", 0.0),
     ("retrain", 4.0),
-    ("promote", 0.0),
+    ("promote", 1.0),
     ("forecast", 0.0),
     ("report", 0.0),
     ("commit", 0.0),
