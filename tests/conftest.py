@@ -351,6 +351,8 @@ def no_search_repo(prepared_repo, tmp_path_factory) -> Path:
 #: of them builds the prepared repository while the other worker runs the tests that need
 #: none. Seconds are rough, measured on 2 cores; unlisted units count as small.
 _COST = {
+    "tests/integration/test_cycle.py::test_a_cycle_killed": 600,
+    "tests/integration/test_cycle.py::test_cycle_fed": 500,
     "tests/integration/test_experiments.py": 240,
     "tests/integration/test_retrain.py::test_drift_runs": 150,
     "tests/integration/test_remote.py": 120,

@@ -644,8 +644,11 @@ class PolicySpec(StrictModel):
       ``backtest.error_window_periods`` exceeds ``backtest.error_factor`` times its
       validation error, or when the best rule beat it over those periods by more than
       ``rule_margin_pct`` percent; drift is reported as a reason to look, never to retrain.
-      With ``per_segment``, when the overall error is fine but some segments degraded
-      (the same test per segment), only those segments' own models are refitted.
+      The wait between retrains (``backtest.min_periods_between``) doubles after each
+      challenger kept in a row (at most 8 times). With ``per_segment``, when no retrain
+      is due, the segments with a statistical model whose own live error exceeds
+      ``error_factor`` times their own validation error are refitted alone (each at most
+      once per ``min_periods_between``).
     """
 
     name: Name
@@ -756,7 +759,7 @@ class CycleSpec(StrictModel):
 
     policy: Name | None = None  # None: the cycle refuses to run until one is named
     state_dir: Name = "production"  # live errors, audit log, latest forecasts (in git)
-    push: bool = True  # dvc push after a promotion when a DVC remote is configured
+    push: bool = True  # dvc push after each cycle's commit when a DVC remote is set
     service_url: Annotated[str, Field(pattern=r"^https?://\S+$")] | None = None
     # the retrain experiment (the whole pipeline) must end within this many seconds
     retrain_timeout_s: float = Field(default=7200.0, gt=0)

@@ -267,7 +267,7 @@ def run_cycle(params: Params, root: Path = Path(".")) -> Outcome:
             ctx = Context(params, root, policy, StatePaths(root / params.cycle.state_dir))
             with ctx.step("recover"):
                 recover(params, root)
-                if _unpushed_promotion(root):
+                if _unpushed_cycle(root):
                     _push(ctx)
             return _cycle(ctx)
     finally:
@@ -791,7 +791,7 @@ def _finish(ctx: Context, state: dict, audit: dict, status: str = "processed") -
         commit = _commit(ctx, audit)
     audit["commit"] = commit
     pushed = None
-    if (audit.get("retrain") or {}).get("promoted"):
+    if commit:
         with ctx.step("push"):
             pushed = _push(ctx)
     with ctx.step("reload"):
@@ -850,11 +850,11 @@ def _commit(ctx: Context, audit: dict) -> str | None:
     return _git(root, "rev-parse", "HEAD").stdout.strip()
 
 
-def _unpushed_promotion(root: Path) -> bool:
-    """Whether HEAD is a cycle's promotion whose artefacts were not pushed (a cycle killed
-    or a remote down between its commit and its push)."""
+def _unpushed_cycle(root: Path) -> bool:
+    """Whether HEAD is a cycle's commit whose artefacts were not pushed (a cycle killed or
+    a remote down between its commit and its push)."""
     message = _git(root, "log", "-1", "--format=%B").stdout
-    if "Cycle-Promoted: yes" not in message:
+    if "Cycle-Period:" not in message:
         return False
     head = _git(root, "rev-parse", "HEAD").stdout.strip()
     marker = root / PUSHED_FILE
