@@ -375,3 +375,20 @@ def test_a_cycle_killed_at_every_step_recovers(cycle_base, tmp_path):
     again = run([sys.executable, "-m", "panelcast.cli", "cycle"], repo)
     assert "nothing to do" in again.stderr
     assert len(audit_lines(repo)) == 1
+
+    # a new month that breaks the contract is refused and alerted; the deployment stays
+    full = pd.read_csv(cycle_base / "full.csv")
+    write_source(full, source, 2010, 2)
+    bad = pd.read_csv(source)
+    bad.loc[(bad["year"] == 2010) & (bad["month"] == 2), "sales"] = -5.0
+    bad.to_csv(source, index=False)
+    refused = run([sys.executable, "-m", "panelcast.cli", "cycle"], repo, check=False)
+    assert refused.returncode == 2, refused.stderr[-3000:]
+    assert "ALERT" in refused.stderr and "'sales'" in refused.stderr
+    last = audit_lines(repo)[-1]
+    assert last["decision"] == "refused" and "contract" in last["reason"], last
+    assert json.loads((repo / "models/deployed.json").read_text())["version"] == deployed
+    kept = pd.read_parquet(repo / "production" / "forecasts.parquet")
+    pd.testing.assert_frame_equal(kept, forecasts)
+    assert up_to_date(repo)
+    assert run(["git", "status", "--porcelain"], repo).stdout.strip() == ""
