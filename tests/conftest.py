@@ -103,6 +103,7 @@ SHORT_BACKTEST = {
         {"name": "never", "kind": "never"},
         {"name": "on_alarm", "kind": "on_alarm"},
     ],
+    "cycle.policy": "on_alarm",  # the cycle's policy must be one the backtest replays
 }
 
 

@@ -68,6 +68,7 @@ def shorten_backtest(repo: Path, periods: int = 6) -> None:
                 {"name": "never", "kind": "never"},
                 {"name": "on_alarm", "kind": "on_alarm"},
             ],
+            "cycle.policy": "on_alarm",  # the cycle's policy must be one the backtest replays
         },
     )
 
