@@ -163,3 +163,16 @@ def test_the_cycle_asks_the_service_to_reload(params, tmp_path):
         server.server_close()
     # nobody listens there any more: logged, not raised
     _reload_service(Context(live, tmp_path, policy, StatePaths(tmp_path)))
+
+
+def test_a_failed_command_stops_the_cycle_with_one_clear_error(tmp_path):
+    from panelcast.production.cycle import CycleStepError, _checked, _dvc
+
+    failed = subprocess.CompletedProcess(["dvc", "exp", "run"], 1, "ran 3 stages", "train failed")
+    with pytest.raises(
+        CycleStepError, match=r"(?s)dvc exp run x failed \(exit code 1\).*train failed"
+    ):
+        _checked(failed, "dvc exp run x")
+    # a command past its time is stopped and reported, not waited for
+    slow = _dvc(tmp_path, "--version", timeout=0.001)
+    assert slow.returncode == 124 and "no end after" in slow.stderr

@@ -141,16 +141,27 @@ def _run(cmd: list[str], cwd: Path, timeout: float | None = None) -> subprocess.
 
 def _dvc(root: Path, *args: str, timeout: float | None = None) -> subprocess.CompletedProcess:
     logger.info("$ dvc %s", " ".join(args))
-    return _run([str(Path(sys.executable).with_name("dvc")), *args], root, timeout)
+    cmd = [str(Path(sys.executable).with_name("dvc")), *args]
+    try:
+        return _run(cmd, root, timeout)
+    except subprocess.TimeoutExpired:
+        return subprocess.CompletedProcess(
+            cmd, 124, "", f"dvc {' '.join(args)}: no end after {timeout:.0f} s (stopped)"
+        )
 
 
 def _git(root: Path, *args: str) -> subprocess.CompletedProcess:
     return _run(["git", *args], root)
 
 
+class CycleStepError(UserError):
+    """A command the cycle runs (git, dvc) failed: the month is left for the next cycle,
+    which puts back what this one half-wrote and tries again."""
+
+
 def _checked(proc: subprocess.CompletedProcess, what: str) -> str:
     if proc.returncode != 0:
-        raise RuntimeError(
+        raise CycleStepError(
             f"{what} failed (exit code {proc.returncode}):\n{proc.stdout[-2000:]}\n"
             f"{proc.stderr[-2000:]}"
         )
@@ -738,7 +749,7 @@ def _exp_file(root: Path, name: str, path: str) -> str:
     refs = _checked(_git(root, "for-each-ref", "--format=%(refname)", "refs/exps"), "git refs")
     matches = [r for r in refs.split() if r.rsplit("/", 1)[-1] == name]
     if not matches:
-        raise RuntimeError(f"experiment {name!r}: no git ref under refs/exps after its run.")
+        raise CycleStepError(f"experiment {name!r}: no git ref under refs/exps after its run.")
     return _checked(_git(root, "show", f"{matches[-1]}:{path}"), f"git show {name}:{path}")
 
 
