@@ -36,6 +36,7 @@ PROJECT_FILES = (
     ".gitignore",
     ".dvc/config",
     ".dvc/.gitignore",
+    ".dvc/plots",
     "stages",
     "src",
     "scripts",

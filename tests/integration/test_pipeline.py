@@ -100,7 +100,9 @@ def test_hyperparameter_change_reruns_only_train_and_after(fast_repo, tmp_path):
     change = "train.hyperparameters.max_iter=150"
     proc = run(["dvc", "exp", "run", "-n", "more-trees", "-S", change], repo)
     # the backtest replays the same estimator with the same hyperparameters, so it reruns too
-    assert ran(proc.stdout) == {"check_params", "train", "evaluate", "predict", "drift", "backtest"}
+    assert ran(proc.stdout) == {
+        "check_params", "train", "evaluate", "predict", "drift", "backtest", "report"
+    }  # fmt: skip
     show = json.loads(run(["dvc", "exp", "show", "--json"], repo).stdout)
     assert "more-trees" in json.dumps(show)
     diff = json.loads(run(["dvc", "metrics", "diff", "--json"], repo).stdout)

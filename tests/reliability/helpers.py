@@ -27,8 +27,8 @@ from ..conftest import (
     tool_env,
 )
 
-#: Every stage but the slow backtest, which these tests never run.
-STAGES = tuple(s for s in PIPELINE_STAGES if s != "backtest")
+#: Every stage but the slow backtest and the report after it, which these tests never run.
+STAGES = tuple(s for s in PIPELINE_STAGES if s not in ("backtest", "report"))
 #: Direct upstream stages of each stage (from the deps in dvc.yaml); backtest is never run here.
 UPSTREAM = {
     "check_params": (),

@@ -815,15 +815,15 @@ def _backtest(params: Params, inputs: _Inputs, backtest: dict | None) -> tuple[d
     ]
     named = [n for n in named if any(f"{n}_mae" in v for v in policies.values())]
     out["named"] = named
+    # CPU seconds only when the metrics hold them: the backtest's own measurement
+    # (COSTS_PATH) varies from run to run, and the same inputs must give the same page
     cpu = {k: v.get("cpu_s") for k, v in policies.items() if "cpu_s" in v}
-    if not cpu:  # the backtest stage's measurement, outside the reproducible metrics
-        measured = _costs(inputs.path(COSTS_PATH))
-        cpu = {k: measured[k] for k in policies if k in measured}
-        if cpu:
-            out["cpu_note"] = (
-                f"CPU seconds as measured by the latest backtest run ({COSTS_PATH.as_posix()}): "
-                "a measurement, it varies from run to run and machine to machine."
-            )
+    if not cpu:
+        out["cpu_note"] = (
+            f"The cost is counted in model fits; the CPU time each policy cost is measured "
+            f"by the backtest stage in {COSTS_PATH.as_posix()} (a measurement, left out of "
+            "this page so that the same inputs give the same page)."
+        )
     out["cpu"] = bool(cpu)
     out["segment_refits"] = any(_number(v.get("segment_refits")) for v in policies.values())
     out["gate_refused"] = any(_number(v.get("gate_refused")) for v in policies.values())
@@ -902,22 +902,6 @@ def _backtest(params: Params, inputs: _Inputs, backtest: dict | None) -> tuple[d
         + (f" {named_text[0].upper()}{named_text[1:]}." if named_text else "")
     )
     return out, figures.backtest_plot(periods, problem)
-
-
-def _costs(path: Path) -> dict[str, Any]:
-    """Per policy, the CPU seconds in the backtest's cost file (``{}`` when absent or
-    unreadable: an optional measurement never stops the report)."""
-    if not path.is_file():
-        return {}
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        logger.warning("%s is unreadable (%s): the report shows no CPU seconds", path, exc)
-        return {}
-    policies = data.get("policies") if isinstance(data, dict) else None
-    if not isinstance(policies, dict):
-        return {}
-    return {k: v.get("cpu_s") for k, v in policies.items() if isinstance(v, dict) and "cpu_s" in v}
 
 
 def _decision(record: dict) -> str:
